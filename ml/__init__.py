@@ -1,0 +1,7 @@
+"""Cats vs Dogs ML pipeline: data → train → evaluate → registry.
+
+One module per step: ``config`` (params.yaml), ``images`` (decoding), ``data`` (scan,
+dedupe, split), ``models`` (architecture registry), ``features`` (frozen-backbone
+cache), ``train``, ``metrics``, ``evaluate``, ``artifact`` (the release model) and
+``registry`` (MLflow registration and the quality gate).
+"""

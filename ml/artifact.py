@@ -1,0 +1,113 @@
+"""The release model: ``model.safetensors`` plus ``model.json`` (the model card).
+
+safetensors holds tensors only, so loading a model never unpickles code. The card carries
+everything needed to use the weights (architecture, image_size, classes, normalisation) and
+the sha256 of the weights file, which :func:`load_release` checks before anything else.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from ml.data import file_sha256
+from ml.fileio import write_json
+from ml.models import CLASSES, build_model
+
+WEIGHTS_FILE = "model.safetensors"
+CARD_FILE = "model.json"
+
+
+class ModelLoadError(RuntimeError):
+    """The release model is missing, altered or inconsistent with its card."""
+
+
+@dataclass(frozen=True)
+class ReleaseModel:
+    model: nn.Module
+    card: dict[str, Any]
+
+    @property
+    def image_size(self) -> int:
+        return int(self.card["image_size"])
+
+    @property
+    def mean(self) -> tuple[float, ...]:
+        return tuple(self.card["normalization"]["mean"])
+
+    @property
+    def std(self) -> tuple[float, ...]:
+        return tuple(self.card["normalization"]["std"])
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return tuple(self.card["classes"])
+
+    @property
+    def version(self) -> str:
+        return str(self.card["version"])
+
+
+def save_release(model: nn.Module, card: dict[str, Any], out_dir: Path) -> dict[str, Any]:
+    """Write weights then card (each atomically); returns the card with the weights' hash."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    weights = out_dir / WEIGHTS_FILE
+    tmp = out_dir / f".{WEIGHTS_FILE}.tmp"
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(tmp), metadata={"architecture": card["architecture"]})
+    os.replace(tmp, weights)
+    sha = file_sha256(weights)
+    card = {**card, "version": f"{card['architecture']}-{sha[:12]}"}
+    card["weights"] = {"file": WEIGHTS_FILE, "format": "safetensors", "sha256": sha, "bytes": weights.stat().st_size}
+    write_json(out_dir / CARD_FILE, card)
+    return card
+
+
+def read_card(model_dir: Path) -> dict[str, Any]:
+    path = model_dir / CARD_FILE
+    if not path.is_file():
+        raise ModelLoadError(f"model card not found: {path}")
+    try:
+        card = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ModelLoadError(f"model card {path} is not valid JSON: {exc}") from None
+    missing = [k for k in ("architecture", "image_size", "classes", "normalization", "weights") if k not in card]
+    if missing:
+        raise ModelLoadError(f"model card {path} lacks {', '.join(missing)}")
+    return dict(card)
+
+
+def load_release(model_dir: str | Path) -> ReleaseModel:
+    """Load and verify the release model; every failure is a ModelLoadError with the reason."""
+    model_dir = Path(model_dir)
+    card = read_card(model_dir)
+    weights = model_dir / card["weights"]["file"]
+    if not weights.is_file():
+        raise ModelLoadError(f"weights file not found: {weights}")
+    actual = file_sha256(weights)
+    if actual != card["weights"]["sha256"]:
+        raise ModelLoadError(f"sha256 of {weights} is {actual}, model card says {card['weights']['sha256']}")
+    if tuple(card["classes"]) != CLASSES:
+        raise ModelLoadError(f"model classes {card['classes']} differ from {list(CLASSES)}")
+    try:
+        model = build_model(card["architecture"], pretrained=False)
+        model.load_state_dict(load_file(str(weights)), strict=True)
+    except (ValueError, RuntimeError, OSError) as exc:
+        raise ModelLoadError(f"cannot load {weights} as {card['architecture']}: {exc}") from None
+    return ReleaseModel(model.eval(), card)
+
+
+@torch.inference_mode()
+def predict_proba(release: ReleaseModel, batch: torch.Tensor) -> torch.Tensor:
+    """uint8 N×3×S×S → class probabilities N×2."""
+    from ml.images import normalise
+
+    x = normalise(batch, release.mean, release.std)
+    return torch.softmax(release.model(x).float(), dim=1)

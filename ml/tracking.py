@@ -1,0 +1,42 @@
+"""MLflow set-up shared by training and the registry.
+
+Default: a local SQLite store (``sqlite:///mlflow.db``) with artifacts in ``mlartifacts/``;
+``MLFLOW_TRACKING_URI`` points everything at a team server instead, unchanged.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import mlflow
+
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+DEFAULT_ARTIFACT_ROOT = Path("mlartifacts")
+
+
+def configure(experiment: str) -> str:
+    """Point MLflow at the tracking store and make sure the experiment exists; returns its id."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI", DEFAULT_TRACKING_URI)
+    mlflow.set_tracking_uri(uri)
+    found = mlflow.get_experiment_by_name(experiment)
+    if found is not None:
+        mlflow.set_experiment(experiment_id=found.experiment_id)
+        return str(found.experiment_id)
+    location = None
+    if uri.startswith("sqlite:") or uri.startswith("file:"):
+        location = DEFAULT_ARTIFACT_ROOT.resolve().as_uri()
+    experiment_id = mlflow.create_experiment(experiment, artifact_location=location)
+    mlflow.set_experiment(experiment_id=experiment_id)
+    return str(experiment_id)
+
+
+def git_commit() -> str:
+    """The commit the code ran at, with ``-dirty`` when the work tree had changes."""
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True)
+        return sha + ("-dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
