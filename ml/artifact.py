@@ -62,6 +62,7 @@ def save_release(model: nn.Module, card: dict[str, Any], out_dir: Path) -> dict[
     tmp = out_dir / f".{WEIGHTS_FILE}.tmp"
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     save_file(state, str(tmp), metadata={"architecture": card["architecture"]})
+    os.chmod(tmp, 0o644)
     os.replace(tmp, weights)
     sha = file_sha256(weights)
     card = {**card, "version": f"{card['architecture']}-{sha[:12]}"}

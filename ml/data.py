@@ -18,6 +18,7 @@ from collections.abc import Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from tqdm import tqdm
 
@@ -139,12 +140,13 @@ def scan(root: Path, workers: int = 2) -> tuple[list[Photo], list[Skipped]]:
     return photos, skipped
 
 
-def deduplicate(photos: Iterable[Photo]) -> tuple[list[Photo], list[dict[str, object]]]:
+def deduplicate(photos: Iterable[Photo]) -> tuple[list[Photo], list[dict[str, Any]]]:
     """Keep one copy of each distinct file (by sha256); drop photos filed under both labels."""
     groups: dict[str, list[Photo]] = defaultdict(list)
     for p in photos:
         groups[p.sha256].append(p)
-    kept, duplicates = [], []
+    kept: list[Photo] = []
+    duplicates: list[dict[str, Any]] = []
     for sha, copies in sorted(groups.items()):
         copies.sort(key=lambda p: p.path)
         labels = sorted({p.label for p in copies})
@@ -216,8 +218,12 @@ def file_sha256(path: Path) -> str:
 
 
 def report(
-    root: Path, photos: list[Photo], skipped: list[Skipped], duplicates: list[dict[str, object]], rows: list[ManifestRow]
-) -> dict[str, object]:
+    root: Path,
+    photos: list[Photo],
+    skipped: list[Skipped],
+    duplicates: list[dict[str, Any]],
+    rows: list[ManifestRow],
+) -> dict[str, Any]:
     """What a person wants to know about the data before trusting a model trained on it."""
     widths, heights = [p.width for p in photos], [p.height for p in photos]
 
@@ -236,7 +242,7 @@ def report(
         "skipped_by_reason": dict(sorted(Counter(s.reason for s in skipped).items())),
         "skipped": [asdict(s) for s in sorted(skipped, key=lambda s: s.path)],
         "duplicate_groups": len(duplicates),
-        "duplicates_removed": sum(len(d["paths"]) - (1 if d["kept"] else 0) for d in duplicates),  # type: ignore[arg-type]
+        "duplicates_removed": sum(len(d["paths"]) - (1 if d["kept"] else 0) for d in duplicates),
         "duplicates": duplicates,
         "modes": dict(sorted(Counter(p.mode for p in photos).items())),
         "formats": dict(sorted(Counter(p.format for p in photos).items())),

@@ -53,7 +53,9 @@ class _Photos(Dataset[tuple[int, torch.Tensor, str]]):
             return i, torch.zeros(3, self.size, self.size, dtype=torch.uint8), str(exc)
 
 
-def predict_paths(release: ReleaseModel, paths: list[Path], batch_size: int = 64, workers: int = 1) -> tuple[np.ndarray, dict[int, str]]:
+def predict_paths(
+    release: ReleaseModel, paths: list[Path], batch_size: int = 64, workers: int = 1
+) -> tuple[np.ndarray, dict[int, str]]:
     """P(dog) for each path (NaN where unreadable) and the errors by index."""
     prob_dog = np.full(len(paths), np.nan)
     errors: dict[int, str] = {}
@@ -70,7 +72,9 @@ def predict_paths(release: ReleaseModel, paths: list[Path], batch_size: int = 64
     return prob_dog, errors
 
 
-def evaluate(release: ReleaseModel, items: list[tuple[Path, int]], workers: int = 1) -> tuple[dict[str, Any], np.ndarray]:
+def evaluate(
+    release: ReleaseModel, items: list[tuple[Path, int]], workers: int = 1
+) -> tuple[dict[str, Any], np.ndarray]:
     if not items:
         raise DataError("no labelled photos to evaluate")
     paths = [p for p, _ in items]

@@ -51,6 +51,7 @@ def batches(paths: list[Path], image_size: int, batch_size: int, workers: int) -
         batch_size=batch_size,
         num_workers=workers,
         persistent_workers=False,
+        generator=torch.Generator().manual_seed(0),  # never draw from the global RNG training uses
     )
 
 

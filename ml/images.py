@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 # A decompression bomb is refused rather than decoded: 50 MP covers any phone camera.
 MAX_PIXELS = 50_000_000
@@ -48,14 +48,13 @@ def open_rgb(source: str | Path | bytes, draft_size: int | None = None) -> Image
                 # draft keeps the image at least this size, so resizing loses nothing.
                 im.draft("RGB", (draft_size, draft_size))
             im.load()
-            im = ImageOps.exif_transpose(im)
-            return _to_rgb(im)
+            return _to_rgb(ImageOps.exif_transpose(im))
     except Image.DecompressionBombError as exc:
         raise ImageError("too_many_pixels", str(exc)) from exc
-    except Image.UnidentifiedImageError as exc:
+    except UnidentifiedImageError as exc:
         raise ImageError("not_an_image", "the bytes are not a recognised image format") from exc
     except OSError as exc:
-        reason = "truncated" if "truncated" in str(exc) else "unreadable"
+        reason = "truncated" if "truncated" in str(exc).lower() else "unreadable"
         raise ImageError(reason, str(exc)) from exc
     except (ValueError, SyntaxError, EOFError) as exc:  # Pillow plugins raise these on junk.
         raise ImageError("unreadable", str(exc)) from exc

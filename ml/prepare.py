@@ -9,8 +9,9 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
-from ml.config import ConfigError, load_params
+from ml.config import ConfigError, SplitParams, load_params
 from ml.data import DataError, deduplicate, report, scan, split, write_manifest
 from ml.fileio import write_json
 
@@ -29,10 +30,10 @@ def resolve_source(configured: str | None) -> Path:
     )
 
 
-def prepare(source: Path, out_dir: Path, seed: int, fractions: object, workers: int) -> dict[str, object]:
+def prepare(source: Path, out_dir: Path, seed: int, fractions: SplitParams, workers: int) -> dict[str, Any]:
     photos, skipped = scan(source, workers)
     kept, duplicates = deduplicate(photos)
-    rows = split(kept, fractions, seed)  # type: ignore[arg-type]
+    rows = split(kept, fractions, seed)
     summary = report(source, photos, skipped, duplicates, rows)
     write_manifest(rows, out_dir / "manifest.csv")
     write_json(out_dir / "data_report.json", summary)
@@ -53,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(
-        f"prepared {sum(summary['kept_per_class'].values())} photos {summary['kept_per_class']} from {source}; "  # type: ignore[attr-defined]
+        f"prepared {sum(summary['kept_per_class'].values())} photos {summary['kept_per_class']} from {source}; "
         f"skipped {summary['skipped_by_reason']}, removed {summary['duplicates_removed']} duplicates → {args.out}"
     )
     return 0

@@ -77,7 +77,9 @@ def make_optimizer(module: nn.Module, p: TrainParams) -> torch.optim.Optimizer:
     return torch.optim.AdamW(params, lr=p.lr, weight_decay=p.weight_decay)
 
 
-def make_scheduler(opt: torch.optim.Optimizer, p: TrainParams, steps_per_epoch: int) -> torch.optim.lr_scheduler.LambdaLR:
+def make_scheduler(
+    opt: torch.optim.Optimizer, p: TrainParams, steps_per_epoch: int
+) -> torch.optim.lr_scheduler.LambdaLR:
     total, warmup = p.epochs * steps_per_epoch, p.warmup_epochs * steps_per_epoch
 
     def factor(step: int) -> float:
@@ -147,8 +149,8 @@ def fit(
             "train_loss": loss_sum / max(seen, 1),
             "train_accuracy": correct / max(seen, 1),
             "val_loss": float(nn.functional.cross_entropy(probs.clamp_min(1e-7).log(), yv)),
-            **{f"val_{k}": float(val[k]) for k in ("accuracy", "precision", "recall", "f1")},  # type: ignore[arg-type]
-            "lr": sched.get_last_lr()[0],
+            **{f"val_{k}": float(val[k]) for k in ("accuracy", "precision", "recall", "f1")},
+            "lr": float(sched.get_last_lr()[0]),
         }
         result.history.append(row)
         on_epoch(row)
@@ -184,7 +186,9 @@ def image_prepare(params: Params, mean: tuple[float, ...], std: tuple[float, ...
     return prepare
 
 
-def run(params: Params, manifest: Path, source: Path, out_dir: Path, cache_dir: Path, reports: Path, limit: int | None) -> dict[str, Any]:
+def run(
+    params: Params, manifest: Path, source: Path, out_dir: Path, cache_dir: Path, reports: Path, limit: int | None
+) -> dict[str, Any]:
     started = time.perf_counter()
     seed_everything(params.train.seed)
     torch.set_num_threads(params.train.threads)
@@ -198,12 +202,14 @@ def run(params: Params, manifest: Path, source: Path, out_dir: Path, cache_dir: 
     labels = {s: torch.tensor([CLASSES.index(r.label) for r in split_rows[s]]) for s in SPLITS}
     spec = get_spec(params.model.name)
     model = spec.build(spec.pretrained).to(device)
-    workers = max(1, params.train.threads - 1)
+    workers = params.train.threads - 1  # decode in a separate process when a core is spare
 
     tracking.configure(params.mlflow.experiment)
     manifest_sha = file_sha256(manifest)
     with mlflow.start_run() as active:
-        mlflow.set_tags({"git_commit": tracking.git_commit(), "data_manifest_sha256": manifest_sha, "model": params.model.name})
+        mlflow.set_tags(
+            {"git_commit": tracking.git_commit(), "data_manifest_sha256": manifest_sha, "model": params.model.name}
+        )
         mlflow.log_params(_flatten(params.model_dump()))
         data_report = manifest.parent / "data_report.json"
         if data_report.is_file():
@@ -215,16 +221,38 @@ def run(params: Params, manifest: Path, source: Path, out_dir: Path, cache_dir: 
             backbone_id = f"{params.model.name}:{file_sha256(imagenet_weights_path())[:16]}"
 
             def embed(batch: torch.Tensor) -> torch.Tensor:
-                return model.features(normalise(batch, spec.mean, spec.std))  # type: ignore[operator]
+                return model.features(normalise(batch, spec.mean, spec.std))
 
             data = {
-                s: (torch.from_numpy(backbone_features(embed, split_rows[s], source, params.model.image_size, cache_dir, backbone_id, workers, device)), labels[s])
+                s: (
+                    torch.from_numpy(
+                        backbone_features(
+                            embed,
+                            split_rows[s],
+                            source,
+                            params.model.image_size,
+                            cache_dir,
+                            backbone_id,
+                            workers,
+                            device,
+                        )
+                    ),
+                    labels[s],
+                )
                 for s in SPLITS
             }
-            trainable: nn.Module = model.classifier  # type: ignore[assignment]
+            trainable: nn.Module = model.classifier
             prepare: Prepare = lambda batch, _training: batch  # noqa: E731
         else:
-            data = {s: (torch.from_numpy(decoded_images(split_rows[s], source, params.model.image_size, cache_dir, workers)), labels[s]) for s in SPLITS}
+            data = {
+                s: (
+                    torch.from_numpy(
+                        decoded_images(split_rows[s], source, params.model.image_size, cache_dir, workers)
+                    ),
+                    labels[s],
+                )
+                for s in SPLITS
+            }
             trainable, prepare = model, image_prepare(params, spec.mean, spec.std)
         cache_seconds = time.perf_counter() - cache_start
 
@@ -233,21 +261,41 @@ def run(params: Params, manifest: Path, source: Path, out_dir: Path, cache_dir: 
 
         result = fit(trainable, data, prepare, params.train, device, log_epoch)
         trainable.load_state_dict(result.best_state)
-        test = classification_metrics(labels["test"].numpy(), predict(trainable, data["test"][0], prepare, device)[:, 1].numpy())
+        test = classification_metrics(
+            labels["test"].numpy(), predict(trainable, data["test"][0], prepare, device)[:, 1].numpy()
+        )
         seconds = time.perf_counter() - started
-        card = save_release(model.cpu(), _card(params, spec, test, result, seconds, cache_seconds, len(rows), manifest_sha, active.info.run_id, device), out_dir)
+        card = save_release(
+            model.cpu(),
+            _card(
+                params, spec, test, result, seconds, cache_seconds, len(rows), manifest_sha, active.info.run_id, device
+            ),
+            out_dir,
+        )
 
         _write_history(result.history, reports / "train_history.csv")
         mlflow.log_metrics({f"test_{k}": float(v) for k, v in test.items() if isinstance(v, float)})
         mlflow.log_metrics({"train_seconds": seconds, "images_per_second": card["training"]["images_per_second"]})
-        mlflow.log_artifact(str(confusion_png(test["confusion_matrix"], reports / "confusion_matrix.png", "Test confusion matrix")), "plots")  # type: ignore[arg-type]
+        cm_png = confusion_png(test["confusion_matrix"], reports / "confusion_matrix.png", "Test confusion matrix")
+        mlflow.log_artifact(str(cm_png), "plots")
         mlflow.log_artifact(str(curves_png(result.history, reports / "learning_curves.png")), "plots")
         mlflow.log_artifact(str(reports / "train_history.csv"), "plots")
         mlflow.log_artifacts(str(out_dir), "model")
     return card
 
 
-def _card(params: Params, spec: Any, test: dict[str, Any], result: FitResult, seconds: float, cache_seconds: float, n_photos: int, manifest_sha: str, run_id: str, device: torch.device) -> dict[str, Any]:
+def _card(
+    params: Params,
+    spec: Any,
+    test: dict[str, Any],
+    result: FitResult,
+    seconds: float,
+    cache_seconds: float,
+    n_photos: int,
+    manifest_sha: str,
+    run_id: str,
+    device: torch.device,
+) -> dict[str, Any]:
     return {
         "name": params.mlflow.registered_model,
         "architecture": params.model.name,
@@ -297,7 +345,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--params", type=Path, default=Path("params.yaml"))
     ap.add_argument("--manifest", type=Path, default=Path("data/prepared/manifest.csv"))
-    ap.add_argument("--source", type=Path, help="photo folder the manifest is relative to (default: params data.source)")
+    ap.add_argument(
+        "--source", type=Path, help="photo folder the manifest is relative to (default: params data.source)"
+    )
     ap.add_argument("--out", type=Path, default=Path("models"))
     ap.add_argument("--cache-dir", type=Path, default=Path("data/cache"))
     ap.add_argument("--reports", type=Path, default=Path("reports"))
@@ -305,12 +355,21 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     try:
         params = load_params(args.params)
-        card = run(params, args.manifest, args.source or Path(params.data.source), args.out, args.cache_dir, args.reports, args.limit)
+        card = run(
+            params,
+            args.manifest,
+            args.source or Path(params.data.source),
+            args.out,
+            args.cache_dir,
+            args.reports,
+            args.limit,
+        )
     except (ConfigError, DataError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     t = card["test_metrics"]
-    print(f"trained {card['version']}: test accuracy {t['accuracy']:.4f} on {t['n']} photos in {card['training']['seconds']} s → {args.out}")
+    seconds = card["training"]["seconds"]
+    print(f"trained {card['version']}: test accuracy {t['accuracy']:.4f} on {t['n']} photos, {seconds} s → {args.out}")
     return 0
 
 

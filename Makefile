@@ -1,0 +1,78 @@
+# One entry point for people, Jenkins and CI. `make help` lists the targets.
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+MAKEFLAGS += --no-print-directory
+
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(CURDIR)/$(VENV)/bin
+PY := $(BIN)/python
+STAMP := $(VENV)/.installed
+# DVC stages call `python`: the venv's, with DVC's analytics off.
+DVC := PATH="$(BIN):$$PATH" DVC_NO_ANALYTICS=1 $(BIN)/dvc
+export PYTHONUNBUFFERED := 1
+
+.PHONY: help setup lint format test test-unit data train evaluate register validate mlflow-ui bench-train pipeline clean
+
+help: ## List the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  \033[1m%-14s\033[0m %s\n", $$1, $$2}'
+
+$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
+	@[ -x $(PY) ] || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q -r requirements.txt -r requirements-dev.txt
+	$(PY) -m pip install -q --no-deps -e .
+	@touch $@
+
+setup: $(STAMP) ## Create .venv and install pinned dependencies (idempotent)
+
+lint: $(STAMP) ## ruff check, ruff format --check, mypy on app/ and ml/
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+format: $(STAMP) ## Apply ruff's fixes and formatting
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+test: lint ## Everything CI checks: lint, unit and integration tests
+	@mkdir -p build
+	$(PY) -m pytest --junitxml=build/junit.xml
+
+test-unit: $(STAMP) ## Tests that need neither real photos nor other binaries
+	$(PY) -m pytest -m "not integration"
+
+data: $(STAMP) ## Find (or download) the photos and run the prepare stage
+	$(PY) -m ml.download
+	$(DVC) repro prepare
+
+train: data ## prepare → train → evaluate (DVC), then register the model in MLflow
+	$(DVC) repro evaluate
+	$(PY) -m ml.registry register
+
+evaluate: data ## Evaluate models/ on the test split (metrics.json, plots)
+	$(DVC) repro evaluate
+	$(DVC) metrics show
+
+register: $(STAMP) ## Register models/ as a version of CatsDogsClassifier
+	$(PY) -m ml.registry register
+
+validate: data ## Quality gate: models/ vs @champion; moves the alias or fails
+	$(PY) -m ml.registry promote
+
+mlflow-ui: $(STAMP) ## MLflow UI on http://127.0.0.1:5001
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5001
+
+bench-train: data ## Data-loading and training throughput, and each stage's wall time
+	$(PY) -m ml.bench_train
+
+pipeline: ## The main job with local defaults (stages so far: setup, lint, tests, data, train, validate)
+	$(MAKE) setup
+	$(MAKE) lint
+	$(MAKE) test-unit
+	$(MAKE) data
+	$(MAKE) train
+	$(MAKE) validate
+
+clean: ## Remove caches and build output (keeps .venv, data and MLflow runs)
+	rm -rf build .pytest_cache .mypy_cache .ruff_cache reports/*.tmp

@@ -1,0 +1,224 @@
+"""Registering the release model in MLflow and the quality gate that decides if it ships.
+
+    python -m ml.registry register  # register models/ as a version of CatsDogsClassifier
+    python -m ml.registry promote   # register, gate it against @champion, move the alias if it passes
+    python -m ml.registry show      # the registered versions and which one is champion
+
+The gate passes a candidate when its test accuracy reaches ``gate.min_accuracy`` and is not
+worse than the champion's, on the same test manifest, by more than ``gate.max_regression``.
+When the champion was measured on another manifest it is evaluated again on this one.
+Aliases are used throughout; the deprecated registry stages never are.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import mlflow
+from mlflow import MlflowClient
+from mlflow.entities.model_registry import ModelVersion
+from mlflow.exceptions import MlflowException
+
+from ml import tracking
+from ml.artifact import ModelLoadError, load_release, read_card
+from ml.config import ConfigError, GateParams, Params, load_params
+from ml.data import DataError, file_sha256, read_manifest, select
+from ml.models import CLASSES
+
+
+@dataclass(frozen=True)
+class GateResult:
+    passed: bool
+    message: str
+    candidate_accuracy: float
+    champion_accuracy: float | None
+    champion_version: str | None
+    version: str
+
+
+def gate_decision(candidate: float, champion: float | None, gate: GateParams) -> tuple[bool, str]:
+    """The rule itself, kept pure so it is tested on its own."""
+    if candidate < gate.min_accuracy:
+        return False, f"candidate accuracy {candidate:.4f} is below gate.min_accuracy {gate.min_accuracy:.4f}"
+    if champion is not None and candidate < champion - gate.max_regression:
+        return False, (
+            f"candidate accuracy {candidate:.4f} is worse than champion {champion:.4f} "
+            f"by more than gate.max_regression {gate.max_regression:.4f}"
+        )
+    against = f"champion {champion:.4f}" if champion is not None else "no champion yet"
+    return True, f"candidate accuracy {candidate:.4f} passes (min {gate.min_accuracy:.4f}, {against})"
+
+
+def _run_exists(client: MlflowClient, run_id: str | None) -> bool:
+    if not run_id:
+        return False
+    try:
+        client.get_run(run_id)
+        return True
+    except MlflowException:
+        return False
+
+
+def ensure_run(client: MlflowClient, card: dict[str, Any], model_dir: Path, experiment: str) -> str:
+    """The run holding this model's artifacts; a model trained elsewhere (a committed release
+    in a fresh clone, say) gets an import run so the registry can point at it."""
+    if _run_exists(client, card.get("mlflow_run_id")):
+        return str(card["mlflow_run_id"])
+    tracking.configure(experiment)
+    with mlflow.start_run(run_name=f"import {card['version']}") as run:
+        mlflow.set_tags(
+            {
+                "imported": "true",
+                "git_commit": card.get("git_commit", "unknown"),
+                "original_run_id": str(card.get("mlflow_run_id")),
+            }
+        )
+        mlflow.log_metric("test_accuracy", float(card["test_metrics"]["accuracy"]))
+        mlflow.log_artifacts(str(model_dir), "model")
+        return str(run.info.run_id)
+
+
+def register(client: MlflowClient, name: str, run_id: str, card: dict[str, Any], manifest_sha: str) -> ModelVersion:
+    """Register once per weights file: promoting the same model again reuses its version."""
+    sha = card["weights"]["sha256"]
+    try:
+        client.get_registered_model(name)
+    except MlflowException:
+        client.create_registered_model(name, description="Cat or dog, from a shelter photo.")
+    for mv in client.search_model_versions(f"name='{name}'"):
+        if mv.tags.get("weights_sha256") == sha:
+            return mv
+    source = f"{client.get_run(run_id).info.artifact_uri}/model"
+    tags = {
+        "weights_sha256": sha,
+        "model_version": card["version"],
+        "architecture": card["architecture"],
+        "test_accuracy": str(card["test_metrics"]["accuracy"]),
+        "manifest_sha256": manifest_sha,
+        "git_commit": card.get("git_commit", "unknown"),
+    }
+    return client.create_model_version(name, source, run_id=run_id, tags=tags, description=card.get("description"))
+
+
+def champion_accuracy(
+    client: MlflowClient, params: Params, manifest_sha: str, test_items: list[tuple[Path, int]]
+) -> tuple[str, float] | None:
+    """(version, accuracy on this manifest's test split) of the champion, or None without one."""
+    try:
+        champ = client.get_model_version_by_alias(params.mlflow.registered_model, params.mlflow.alias)
+    except MlflowException:
+        return None
+    if champ.tags.get("manifest_sha256") == manifest_sha and "test_accuracy" in champ.tags:
+        return str(champ.version), float(champ.tags["test_accuracy"])
+    from ml.evaluate import evaluate
+
+    with tempfile.TemporaryDirectory() as tmp:
+        local = mlflow.artifacts.download_artifacts(run_id=champ.run_id, artifact_path="model", dst_path=tmp)
+        figures, _ = evaluate(load_release(local), test_items)
+    print(f"champion v{champ.version} was measured on another manifest; re-evaluated on this one", file=sys.stderr)
+    return str(champ.version), float(figures["accuracy"])
+
+
+def promote(params: Params, model_dir: Path, manifest: Path, source: Path) -> GateResult:
+    card = read_card(model_dir)
+    load_release(model_dir)  # refuse a model whose weights do not match its card
+    manifest_sha = file_sha256(manifest)
+    if card.get("data", {}).get("manifest_sha256") != manifest_sha:
+        raise DataError(
+            f"model {card['version']} was not tested on {manifest}: its manifest hash differs (re-run `make train`)"
+        )
+    tracking.configure(params.mlflow.experiment)
+    client = MlflowClient()
+    name = params.mlflow.registered_model
+    test_items = [(source / r.path, CLASSES.index(r.label)) for r in select(read_manifest(manifest), "test")]
+    previous = champion_accuracy(client, params, manifest_sha, test_items)
+    run_id = ensure_run(client, card, model_dir, params.mlflow.experiment)
+    mv = register(client, name, run_id, card, manifest_sha)
+    candidate = float(card["test_metrics"]["accuracy"])
+    if previous is not None and previous[0] == str(mv.version):
+        previous = None  # the candidate is already champion: nothing to regress against
+    passed, message = gate_decision(candidate, previous[1] if previous else None, params.gate)
+    client.set_model_version_tag(name, mv.version, "gate", "passed" if passed else "failed")
+    if passed:
+        client.set_registered_model_alias(name, params.mlflow.alias, mv.version)
+    return GateResult(
+        passed,
+        message,
+        candidate,
+        previous[1] if previous else None,
+        previous[0] if previous else None,
+        str(mv.version),
+    )
+
+
+def register_release(params: Params, model_dir: Path) -> str:
+    """Register without gating (the Train stage); returns 'Name vN'."""
+    card = read_card(model_dir)
+    load_release(model_dir)
+    tracking.configure(params.mlflow.experiment)
+    client = MlflowClient()
+    run_id = ensure_run(client, card, model_dir, params.mlflow.experiment)
+    mv = register(client, params.mlflow.registered_model, run_id, card, card.get("data", {}).get("manifest_sha256", ""))
+    return f"{params.mlflow.registered_model} v{mv.version} ({card['version']})"
+
+
+def show(params: Params) -> None:
+    tracking.configure(params.mlflow.experiment)
+    client = MlflowClient()
+    name = params.mlflow.registered_model
+    try:
+        versions = sorted(client.search_model_versions(f"name='{name}'"), key=lambda v: int(v.version))
+    except MlflowException:
+        versions = []
+    if not versions:
+        print(f"{name}: no registered versions")
+    for v in versions:
+        aliases = ",".join(v.aliases) or "-"
+        tags = v.tags
+        print(
+            f"{name} v{v.version}  aliases={aliases}  accuracy={tags.get('test_accuracy', '?')}  "
+            f"gate={tags.get('gate', '?')}  {tags.get('model_version', '')}"
+        )
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description="Model registry and quality gate.")
+    ap.add_argument("command", choices=["register", "promote", "show"])
+    ap.add_argument("--params", type=Path, default=Path("params.yaml"))
+    ap.add_argument("--model", type=Path, default=Path("models"))
+    ap.add_argument("--manifest", type=Path, default=Path("data/prepared/manifest.csv"))
+    ap.add_argument("--source", type=Path, help="photo folder (default: params data.source)")
+    args = ap.parse_args(argv)
+    try:
+        params = load_params(args.params)
+        if args.command == "show":
+            show(params)
+            return 0
+        if args.command == "register":
+            print(f"registered {register_release(params, args.model)}")
+            return 0
+        result = promote(params, args.model, args.manifest, args.source or Path(params.data.source))
+    except (ConfigError, DataError, ModelLoadError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    verdict = "PASSED" if result.passed else "FAILED"
+    champion = (
+        f"champion v{result.champion_version} {result.champion_accuracy:.4f}"
+        if result.champion_version
+        else "no champion"
+    )
+    print(
+        f"gate {verdict}: candidate v{result.version} {result.candidate_accuracy:.4f} vs {champion}: {result.message}"
+    )
+    if result.passed:
+        print(f"{params.mlflow.registered_model}@{params.mlflow.alias} → v{result.version}")
+    return 0 if result.passed else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,73 @@
+"""Shared fixtures: synthetic photo trees, the real photo folder, an isolated MLflow store."""
+
+from __future__ import annotations
+
+import io
+import os
+import random
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parent.parent
+REAL_PHOTOS = Path(os.environ.get("PETS_DIR", ROOT.parent / "shared" / "pets" / "PetImages"))
+
+
+def jpeg_bytes(color: tuple[int, int, int], size: tuple[int, int] = (48, 40), seed: int = 0, **save: object) -> bytes:
+    """A small photo-like JPEG: a colour with noise, so each seed gives different bytes."""
+    rng = random.Random(seed)
+    im = Image.new("RGB", size, color)
+    px = im.load()
+    assert px is not None
+    for _ in range(size[0] * size[1] // 4):
+        x, y = rng.randrange(size[0]), rng.randrange(size[1])
+        px[x, y] = tuple(max(0, min(255, c + rng.randint(-60, 60))) for c in color)  # type: ignore[index]
+    buf = io.BytesIO()
+    im.save(buf, "JPEG", quality=90, **save)
+    return buf.getvalue()
+
+
+CAT_COLOUR, DOG_COLOUR = (200, 60, 50), (40, 70, 210)
+
+
+def write_tree(root: Path, layout: str, n_per_class: int = 20, seed: int = 0) -> Path:
+    """A labelled tree in one of the supported layouts; reddish cats, bluish dogs."""
+    for label, colour in (("cat", CAT_COLOUR), ("dog", DOG_COLOUR)):
+        for i in range(n_per_class):
+            data = jpeg_bytes(colour, seed=seed * 100_000 + i * 2 + (label == "dog"))
+            if layout == "petimages":
+                path = root / "PetImages" / label.capitalize() / f"{i}.jpg"
+            elif layout == "plural":
+                path = root / f"{label}s" / f"{i}.jpg"
+            elif layout == "train_plural":
+                path = root / "train" / f"{label}s" / f"{i}.jpg"
+            elif layout == "flat":
+                path = root / f"{label}.{i}.jpg"
+            else:
+                raise ValueError(layout)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(data)
+    return root / "PetImages" if layout == "petimages" else root
+
+
+@pytest.fixture
+def synthetic_tree(tmp_path: Path) -> Path:
+    return write_tree(tmp_path / "photos", "plural", n_per_class=30)
+
+
+@pytest.fixture
+def real_photos() -> Path:
+    """The shared PetImages folder; a clear failure (never a skip) when it is missing."""
+    if not (REAL_PHOTOS / "Cat").is_dir() or not (REAL_PHOTOS / "Dog").is_dir():
+        pytest.fail(f"real photos not found at {REAL_PHOTOS} (expected Cat/ and Dog/ inside; set PETS_DIR)")
+    return REAL_PHOTOS
+
+
+@pytest.fixture
+def mlflow_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A fresh SQLite tracking store and artifact folder under tmp_path, as the current dir."""
+    monkeypatch.chdir(tmp_path)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    return uri

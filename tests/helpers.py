@@ -1,0 +1,33 @@
+"""Small builders shared by tests: a trained tiny model and a manifest over synthetic photos."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ml.config import SplitParams
+from ml.prepare import prepare
+
+TINY_PARAMS: dict[str, Any] = {
+    "model": {"name": "tiny_cnn", "image_size": 32, "freeze_backbone": False},
+    "train": {"epochs": 4, "batch_size": 16, "lr": 0.01, "threads": 1, "augment": {"crop_scale": 0.9}},
+    "gate": {"min_accuracy": 0.5},
+    "mlflow": {"experiment": "tests"},
+}
+
+
+def write_params(path: Path, overrides: dict[str, Any] | None = None, source: Path | None = None) -> Path:
+    params: dict[str, Any] = {k: dict(v) for k, v in TINY_PARAMS.items()}
+    for section, values in (overrides or {}).items():
+        params.setdefault(section, {}).update(values)
+    if source is not None:
+        params["data"] = {"source": str(source)}
+    path.write_text(yaml.safe_dump(params))
+    return path
+
+
+def prepared(source: Path, out: Path) -> Path:
+    prepare(source, out, 42, SplitParams(), workers=1)
+    return out / "manifest.csv"

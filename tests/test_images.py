@@ -1,0 +1,113 @@
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from ml.images import ImageError, load_tensor, normalise, open_rgb, to_tensor
+from tests.conftest import jpeg_bytes
+
+
+def encode(im: Image.Image, fmt: str, **kw: object) -> bytes:
+    buf = io.BytesIO()
+    im.save(buf, fmt, **kw)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("mode", "fmt"),
+    [("L", "JPEG"), ("CMYK", "JPEG"), ("RGBA", "PNG"), ("P", "PNG"), ("LA", "PNG"), ("RGB", "WEBP"), ("I;16", "PNG")],
+)
+def test_every_colour_mode_becomes_rgb(mode: str, fmt: str) -> None:
+    im = Image.new("RGB", (30, 20), (120, 130, 140)).convert(mode)
+    out = open_rgb(encode(im, fmt))
+    assert out.mode == "RGB"
+    assert out.size == (30, 20)
+
+
+def test_sixteen_bit_grey_is_scaled_not_clipped() -> None:
+    arr = np.full((10, 10), 32768, dtype=np.uint16)
+    out = np.asarray(open_rgb(encode(Image.fromarray(arr), "PNG")))
+    assert 120 <= out.mean() <= 135  # half of full scale, not 255
+
+
+def test_transparent_pixels_become_white() -> None:
+    im = Image.new("RGBA", (8, 8), (0, 0, 0, 0))
+    assert open_rgb(encode(im, "PNG")).getpixel((0, 0)) == (255, 255, 255)
+
+
+def test_exif_orientation_is_applied() -> None:
+    im = Image.new("RGB", (40, 20), (10, 200, 10))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90° clockwise on display
+    out = open_rgb(encode(im, "JPEG", exif=exif.tobytes()))
+    assert out.size == (20, 40)
+
+
+def test_animated_gif_gives_first_frame() -> None:
+    frames = [Image.new("RGB", (16, 16), c) for c in ((250, 0, 0), (0, 0, 250))]
+    data = encode(frames[0], "GIF", save_all=True, append_images=frames[1:])
+    r, _g, b = open_rgb(data).getpixel((5, 5))  # type: ignore[misc]
+    assert r > 200 and b < 50
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        (b"", "empty"),
+        (b"this is not an image at all", "not_an_image"),
+        (jpeg_bytes((1, 2, 3), size=(64, 64))[:300], "truncated"),
+    ],
+)
+def test_bad_bytes_raise_with_reason(data: bytes, reason: str) -> None:
+    with pytest.raises(ImageError) as err:
+        open_rgb(data)
+    assert err.value.reason == reason
+
+
+def bomb_png(width: int, height: int) -> bytes:
+    """A tiny PNG whose header claims a huge image."""
+
+    def chunk(kind: bytes, payload: bytes) -> bytes:
+        return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0")) + chunk(b"IEND", b"")
+
+
+def test_decompression_bomb_is_refused() -> None:
+    with pytest.raises(ImageError) as err:
+        open_rgb(bomb_png(60000, 60000))
+    assert err.value.reason == "too_many_pixels"
+
+
+def test_zero_byte_file_on_disk(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    (tmp_path / "x.jpg").write_bytes(b"")
+    with pytest.raises(ImageError, match="empty"):
+        open_rgb(tmp_path / "x.jpg")
+
+
+def test_tensor_shape_and_dtype() -> None:
+    t = load_tensor(jpeg_bytes((10, 20, 30), size=(50, 30)), 32)
+    assert t.shape == (3, 32, 32)
+    assert t.dtype.is_floating_point is False
+
+
+def test_draft_decoding_of_a_large_jpeg_matches_a_full_decode() -> None:
+    big = Image.effect_mandelbrot((1600, 1200), (-2, -1.5, 1, 1.5), 60).convert("RGB")
+    data = encode(big, "JPEG", quality=92)
+    drafted = load_tensor(data, 96).float()
+    full = to_tensor(Image.open(io.BytesIO(data)).convert("RGB"), 96).float()
+    assert drafted.shape == full.shape == (3, 96, 96)
+    assert (drafted - full).abs().mean() < 6  # same picture, decoded at reduced scale
+
+
+def test_normalise() -> None:
+    batch = to_tensor(Image.new("RGB", (4, 4), (255, 0, 127)), 4).unsqueeze(0)
+    x = normalise(batch, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+    assert x[0, 0].max() == pytest.approx(1.0)
+    assert x[0, 1].min() == pytest.approx(-1.0)

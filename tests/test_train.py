@@ -1,0 +1,113 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import mlflow
+import pytest
+
+import ml.features
+from ml.artifact import load_release
+from ml.train import main as train_main
+from tests.helpers import prepared, write_params
+
+
+def run_train(tmp: Path, source: Path, manifest: Path, out: str = "models", **overrides: dict[str, object]) -> int:
+    params = write_params(tmp / "params.yaml", overrides, source)
+    return train_main(
+        [
+            "--params",
+            str(params),
+            "--manifest",
+            str(manifest),
+            "--out",
+            str(tmp / out),
+            "--cache-dir",
+            str(tmp / "cache"),
+            "--reports",
+            str(tmp / "reports"),
+        ]
+    )
+
+
+def test_training_learns_and_logs_everything(synthetic_tree: Path, tmp_path: Path, mlflow_store: str) -> None:
+    manifest = prepared(synthetic_tree, tmp_path / "prepared")
+    assert run_train(tmp_path, synthetic_tree, manifest) == 0
+    card = json.loads((tmp_path / "models" / "model.json").read_text())
+    assert card["architecture"] == "tiny_cnn" and card["image_size"] == 32
+    assert card["test_metrics"]["accuracy"] >= 0.8  # reddish cats vs bluish dogs
+    assert card["training"]["seconds"] > 0 and card["training"]["images_per_second"] > 0
+    run = mlflow.get_run(card["mlflow_run_id"])
+    assert run.data.tags["data_manifest_sha256"] == card["data"]["manifest_sha256"]
+    assert "git_commit" in run.data.tags
+    assert {"val_accuracy", "val_f1", "val_precision", "val_recall", "train_loss", "test_accuracy"} <= set(
+        run.data.metrics
+    )
+    assert run.data.params["train.lr"] == "0.01"
+    history = mlflow.MlflowClient().get_metric_history(run.info.run_id, "val_loss")
+    assert [m.step for m in history] == list(range(1, len(history) + 1))
+    artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id, "plots")}
+    assert {"plots/confusion_matrix.png", "plots/learning_curves.png"} <= artifacts
+    model_files = {a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id, "model")}
+    assert {"model/model.json", "model/model.safetensors"} <= model_files
+    assert load_release(tmp_path / "models").card["version"] == card["version"]
+
+
+def test_training_is_reproducible(synthetic_tree: Path, tmp_path: Path, mlflow_store: str) -> None:
+    manifest = prepared(synthetic_tree, tmp_path / "prepared")
+    assert run_train(tmp_path, synthetic_tree, manifest, out="a") == 0
+    assert run_train(tmp_path, synthetic_tree, manifest, out="b") == 0
+    a = json.loads((tmp_path / "a" / "model.json").read_text())["weights"]["sha256"]
+    b = json.loads((tmp_path / "b" / "model.json").read_text())["weights"]["sha256"]
+    assert a == b
+
+
+def test_photos_are_decoded_once(
+    synthetic_tree: Path, tmp_path: Path, mlflow_store: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    manifest = prepared(synthetic_tree, tmp_path / "prepared")
+    calls = {"n": 0}
+    real = ml.features.load_tensor
+
+    def counting(*args: object) -> object:
+        calls["n"] += 1
+        return real(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(ml.features, "load_tensor", counting)
+    assert run_train(tmp_path, synthetic_tree, manifest, train={"epochs": 3}) == 0
+    assert calls["n"] == 60  # every photo once, not once per epoch
+    assert run_train(tmp_path, synthetic_tree, manifest, out="again") == 0
+    assert calls["n"] == 60  # the second run reads the cache
+
+
+def test_frozen_backbone_trains_only_the_head(synthetic_tree: Path, tmp_path: Path, mlflow_store: str) -> None:
+    manifest = prepared(synthetic_tree, tmp_path / "prepared")
+    code = run_train(
+        tmp_path,
+        synthetic_tree,
+        manifest,
+        model={"name": "efficientnet_lite0", "image_size": 32, "freeze_backbone": True},
+        train={"epochs": 2},
+    )
+    assert code == 0
+    card = json.loads((tmp_path / "models" / "model.json").read_text())
+    assert card["architecture"] == "efficientnet_lite0"
+    assert len(list((tmp_path / "cache").glob("features-*.npy"))) == 3
+
+
+def test_bad_params_fail_before_any_work(tmp_path: Path, capsys: pytest.CaptureFixture[str], mlflow_store: str) -> None:
+    params = write_params(tmp_path / "params.yaml", {"train": {"lr": -1}})
+    code = train_main(
+        ["--params", str(params), "--manifest", str(tmp_path / "missing.csv"), "--out", str(tmp_path / "m")]
+    )
+    assert code == 2
+    assert "train.lr" in capsys.readouterr().err
+    assert not (tmp_path / "m").exists() and not (tmp_path / "mlflow.db").exists()
+
+
+def test_missing_manifest_is_a_clear_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], mlflow_store: str
+) -> None:
+    params = write_params(tmp_path / "params.yaml")
+    assert train_main(["--params", str(params), "--manifest", str(tmp_path / "nope.csv")]) == 2
+    assert "manifest not found" in capsys.readouterr().err
