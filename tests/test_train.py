@@ -111,3 +111,20 @@ def test_missing_manifest_is_a_clear_error(
     params = write_params(tmp_path / "params.yaml")
     assert train_main(["--params", str(params), "--manifest", str(tmp_path / "nope.csv")]) == 2
     assert "manifest not found" in capsys.readouterr().err
+
+
+def test_augmentation_keeps_shape_and_varies_the_picture() -> None:
+    import torch
+
+    from ml.config import parse_params
+    from ml.train import image_prepare
+
+    params = parse_params({"model": {"name": "tiny_cnn", "image_size": 32, "freeze_backbone": False}})
+    prepare = image_prepare(params, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+    batch = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8)
+    torch.manual_seed(0)
+    trained_view, eval_view = prepare(batch, True), prepare(batch, False)
+    assert trained_view.shape == eval_view.shape == (4, 3, 32, 32)
+    assert trained_view.dtype == eval_view.dtype == torch.float32
+    assert not torch.equal(trained_view, eval_view)  # augmented
+    assert torch.equal(eval_view, prepare(batch, False))  # evaluation is deterministic
