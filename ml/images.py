@@ -44,6 +44,8 @@ def open_rgb(source: str | Path | bytes, draft_size: int | None = None) -> Image
             raise ImageError("empty", "the file has zero bytes")
     try:
         with Image.open(fp) as im:
+            if im.width * im.height > MAX_PIXELS:  # Pillow only warns between 1x and 2x its limit
+                raise ImageError("too_many_pixels", f"{im.width}x{im.height} is over {MAX_PIXELS:,} pixels")
             if draft_size and im.format == "JPEG":
                 # draft keeps the image at least this size, so resizing loses nothing.
                 im.draft("RGB", (draft_size, draft_size))

@@ -32,11 +32,16 @@ def configure(experiment: str) -> str:
     return str(experiment_id)
 
 
+# What decides a model: a change here makes the recorded commit "-dirty". DVC's own outputs
+# (models/, dvc.lock, metrics.json) are rewritten by the run itself, so they never count.
+SOURCE_PATHS = ("ml", "params.yaml", "dvc.yaml", "requirements.txt")
+
+
 def git_commit() -> str:
-    """The commit the code ran at, with ``-dirty`` when the work tree had changes."""
+    """The commit the code ran at, with ``-dirty`` when the model's sources had changes."""
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", *SOURCE_PATHS], capture_output=True, text=True)
         return sha + ("-dirty" if dirty.stdout.strip() else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
