@@ -13,7 +13,13 @@ STAMP := $(VENV)/.installed
 DVC := PATH="$(BIN):$$PATH" DVC_NO_ANALYTICS=1 $(BIN)/dvc
 export PYTHONUNBUFFERED := 1
 
-.PHONY: help setup lint format test test-unit data train evaluate register validate mlflow-ui bench-train pipeline clean
+PORT ?= 8000
+# Binaries the tests drive for real (Debian packages): a browser and its driver, a load generator.
+APT_PACKAGES := chromium chromium-driver wrk
+APT_BINARIES := chromium chromedriver wrk
+
+.PHONY: help setup system-deps lint format test test-unit data train evaluate register validate serve \
+	mlflow-ui bench-train bench-serve pipeline clean
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  \033[1m%-14s\033[0m %s\n", $$1, $$2}'
@@ -26,6 +32,13 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 
 setup: $(STAMP) ## Create .venv and install pinned dependencies (idempotent)
 
+system-deps: ## Install the Debian packages tests drive (chromium, chromedriver, wrk) if missing
+	@missing=$$(for b in $(APT_BINARIES); do command -v $$b >/dev/null || echo $$b; done); \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" != 0 ] && [ "$${CI:-}" != true ]; then \
+		echo "note: $$missing missing and not root: the tests that need them will skip"; exit 0; fi; \
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(APT_PACKAGES)
+
 lint: $(STAMP) ## ruff check, ruff format --check, mypy on app/ and ml/
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -35,7 +48,7 @@ format: $(STAMP) ## Apply ruff's fixes and formatting
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-test: lint ## Everything CI checks: lint, unit and integration tests
+test: lint system-deps ## Everything CI checks: lint, unit, integration and service tests
 	@mkdir -p build
 	$(PY) -m pytest --junitxml=build/junit.xml
 
@@ -60,11 +73,17 @@ register: $(STAMP) ## Register models/ as a version of CatsDogsClassifier
 validate: data ## Quality gate: models/ vs @champion; moves the alias or fails
 	$(PY) -m ml.registry promote
 
+serve: $(STAMP) ## The production server (Gunicorn, as in the image) on 127.0.0.1:$$PORT
+	PORT=$(PORT) $(BIN)/gunicorn -c gunicorn.conf.py
+
 mlflow-ui: $(STAMP) ## MLflow UI on http://127.0.0.1:5001
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5001
 
 bench-train: data ## Data-loading and training throughput, and each stage's wall time
 	$(PY) -m ml.bench_train
+
+bench-serve: $(STAMP) system-deps ## Draft decoding, server vs in-process throughput, latency, RSS
+	$(PY) -m app.bench_serve
 
 pipeline: ## The main job with local defaults (stages so far: setup, lint, tests, data, train, validate)
 	$(MAKE) setup

@@ -1,0 +1,98 @@
+"""The inference service: ``create_app`` builds it, Gunicorn serves it (gunicorn.conf.py)."""
+
+from __future__ import annotations
+
+import logging
+import re
+import tempfile
+import time
+import uuid
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from flask import Flask, Response, g, request
+
+from app import errors
+from app.api import bp as api_bp
+from app.feedback import FeedbackTokens
+from app.health import bp as health_bp
+from app.inference import Classifier
+from app.observability import configure_logging, init_metrics
+from app.pages import bp as pages_bp
+from app.pages import docs_bp, load_openapi
+from app.settings import Settings
+from ml.models import CLASSES
+
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+access_log = logging.getLogger("app.access")
+
+
+def create_app(config: Mapping[str, Any] | None = None) -> Flask:
+    """Build the service. ``config`` overrides the environment's settings (tests use it)."""
+    configure_logging()
+    app = Flask(__name__)
+    app.config.from_mapping(Settings.from_env().to_flask())
+    app.config.update(config or {})
+    app.config["MAX_CONTENT_LENGTH"] = app.config["MAX_UPLOAD_BYTES"]
+    app.config["CLASSES"] = list(CLASSES)
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+
+    classifier = Classifier(app.config["MODEL_DIR"], app.config["TORCH_THREADS"])
+    seen = Path(app.config["FEEDBACK_DIR"] or tempfile.mkdtemp(prefix="pet-feedback-"))
+    service_metrics = init_metrics(app)
+    app.extensions.update(
+        classifier=classifier,
+        service_metrics=service_metrics,
+        feedback_tokens=FeedbackTokens(app.config["FEEDBACK_SECRET"], app.config["FEEDBACK_TTL_SECONDS"], seen),
+        openapi=load_openapi(app.config["SERVICE_VERSION"]),
+    )
+    if classifier.release is not None:
+        card = classifier.release.card
+        service_metrics.model_info.labels(card["version"], card.get("mlflow_run_id", ""), card["architecture"]).set(1)
+    service_metrics.model_ready.set(1 if classifier.ready else 0)
+
+    for bp in (pages_bp, docs_bp, health_bp, api_bp):
+        app.register_blueprint(bp)
+    errors.init_app(app)
+    _request_hooks(app)
+    return app
+
+
+def _request_hooks(app: Flask) -> None:
+    in_flight = app.extensions["service_metrics"].in_flight
+
+    @app.before_request
+    def _start() -> None:
+        incoming = request.headers.get("X-Request-ID", "")
+        g.request_id = incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex
+        g.started = time.perf_counter()
+        in_flight.inc()
+
+    @app.after_request
+    def _finish(response: Response) -> Response:
+        response.headers["X-Request-ID"] = g.get("request_id", "")
+        return response
+
+    @app.teardown_request
+    def _log(_exc: BaseException | None) -> None:
+        if "started" not in g:
+            return
+        in_flight.dec()
+        # Only what is safe to keep: no query strings, file names or image bytes.
+        access_log.info(
+            "request",
+            extra={
+                "event": "access",
+                "request_id": g.request_id,
+                "method": request.method,
+                "path": request.path,
+                "status": g.get("status", None),
+                "latency_ms": round((time.perf_counter() - g.started) * 1000, 3),
+            },
+        )
+
+    @app.after_request
+    def _status(response: Response) -> Response:
+        g.status = response.status_code
+        return response

@@ -190,6 +190,7 @@ def run(
     params: Params, manifest: Path, source: Path, out_dir: Path, cache_dir: Path, reports: Path, limit: int | None
 ) -> dict[str, Any]:
     started = time.perf_counter()
+    commit = tracking.git_commit()  # what the run starts from: edits made while it runs do not count
     seed_everything(params.train.seed)
     torch.set_num_threads(params.train.threads)
     device = pick_device()
@@ -207,9 +208,7 @@ def run(
     tracking.configure(params.mlflow.experiment)
     manifest_sha = file_sha256(manifest)
     with mlflow.start_run() as active:
-        mlflow.set_tags(
-            {"git_commit": tracking.git_commit(), "data_manifest_sha256": manifest_sha, "model": params.model.name}
-        )
+        mlflow.set_tags({"git_commit": commit, "data_manifest_sha256": manifest_sha, "model": params.model.name})
         mlflow.log_params(_flatten(params.model_dump()))
         data_report = manifest.parent / "data_report.json"
         if data_report.is_file():
@@ -260,6 +259,7 @@ def run(
             mlflow.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=int(row["epoch"]))
 
         result = fit(trainable, data, prepare, params.train, device, log_epoch)
+        provenance = {"manifest_sha256": manifest_sha, "mlflow_run_id": active.info.run_id, "git_commit": commit}
         trainable.load_state_dict(result.best_state)
         test = classification_metrics(
             labels["test"].numpy(), predict(trainable, data["test"][0], prepare, device)[:, 1].numpy()
@@ -267,9 +267,7 @@ def run(
         seconds = time.perf_counter() - started
         card = save_release(
             model.cpu(),
-            _card(
-                params, spec, test, result, seconds, cache_seconds, len(rows), manifest_sha, active.info.run_id, device
-            ),
+            _card(params, spec, test, result, seconds, cache_seconds, len(rows), provenance, device),
             out_dir,
         )
 
@@ -292,8 +290,7 @@ def _card(
     seconds: float,
     cache_seconds: float,
     n_photos: int,
-    manifest_sha: str,
-    run_id: str,
+    provenance: dict[str, str],
     device: torch.device,
 ) -> dict[str, Any]:
     return {
@@ -319,9 +316,9 @@ def _card(
             "device": device.type,
             "threads": params.train.threads,
         },
-        "data": {"manifest_sha256": manifest_sha},
-        "git_commit": tracking.git_commit(),
-        "mlflow_run_id": run_id,
+        "data": {"manifest_sha256": provenance["manifest_sha256"]},
+        "git_commit": provenance["git_commit"],
+        "mlflow_run_id": provenance["mlflow_run_id"],
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
 

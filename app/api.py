@@ -1,0 +1,133 @@
+"""``/predict``, ``/feedback`` and ``/version``: the contract older clients rely on."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import Blueprint, Response, current_app, g, jsonify, request
+
+from app.errors import ApiError
+from app.feedback import FeedbackError, FeedbackTokens
+from app.inference import Classifier
+from app.observability import ServiceMetrics
+from ml.images import ImageError
+
+bp = Blueprint("api", __name__)
+log = logging.getLogger("app.predict")
+
+# Image problems → HTTP status: too big is 413, not a picture is 415, a broken one 422.
+_IMAGE_STATUS = {"too_many_pixels": 413, "not_an_image": 415, "empty": 400, "truncated": 422, "unreadable": 422}
+
+
+def _classifier() -> Classifier:
+    classifier: Classifier = current_app.extensions["classifier"]
+    if not classifier.ready:
+        raise ApiError(503, "model_unavailable", classifier.error or "the model is still loading")
+    return classifier
+
+
+def _metrics() -> ServiceMetrics:
+    metrics: ServiceMetrics = current_app.extensions["service_metrics"]
+    return metrics
+
+
+def _upload() -> bytes:
+    """The photo: multipart field ``file``, or a raw ``image/*`` body."""
+    if "file" in request.files:
+        return request.files["file"].read()
+    if request.mimetype.startswith("image/"):
+        return request.get_data(cache=False)
+    _metrics().rejected.labels("missing_file").inc()
+    raise ApiError(400, "missing_file", "send the photo as multipart field 'file' or as a raw image/* body")
+
+
+@bp.post("/predict")
+def predict() -> Response:
+    classifier = _classifier()
+    metrics = _metrics()
+    data = _upload()
+    if not data:
+        metrics.rejected.labels("empty").inc()
+        raise ApiError(400, "empty_file", "the uploaded file has zero bytes")
+    if current_app.config["FAULT_INJECTION"]:
+        raise RuntimeError("fault injection is on (test configuration)")
+    metrics.input_bytes.observe(len(data))
+    try:
+        result = classifier.predict(data)
+    except ImageError as exc:
+        metrics.rejected.labels(exc.reason).inc()
+        raise ApiError(_IMAGE_STATUS.get(exc.reason, 422), exc.reason, exc.detail) from None
+    version = classifier.version or ""
+    metrics.predictions.labels(result.label).inc()
+    metrics.confidence.labels(result.label).observe(result.confidence)
+    metrics.decode_seconds.observe(result.decode_seconds)
+    metrics.inference_seconds.observe(result.inference_seconds)
+    metrics.input_pixels.observe(result.pixels)
+    tokens: FeedbackTokens = current_app.extensions["feedback_tokens"]
+    body: dict[str, Any] = {
+        "prediction": result.label,
+        "predicted_class": result.label,
+        "confidence": round(result.confidence, 6),
+        "probabilities": {k: round(v, 6) for k, v in result.probabilities.items()},
+        "model_version": version,
+        "request_id": g.request_id,
+        "inference_time_ms": round((result.decode_seconds + result.inference_seconds) * 1000, 3),
+        "feedback_token": tokens.issue(g.request_id, result.label, version),
+    }
+    log.info(
+        "prediction",
+        extra={
+            "event": "prediction",
+            "request_id": g.request_id,
+            "class": result.label,
+            "confidence": body["confidence"],
+            "model_version": version,
+            "latency_ms": body["inference_time_ms"],
+        },
+    )
+    return jsonify(body)
+
+
+@bp.post("/feedback")
+def feedback() -> Response:
+    payload = request.get_json(silent=True)
+    if not isinstance(payload, dict):
+        raise ApiError(400, "invalid_json", 'send a JSON object {"feedback_token": "...", "label": "cat"|"dog"}')
+    label = payload.get("label")
+    classes = current_app.config["CLASSES"]
+    if label not in classes:
+        raise ApiError(422, "invalid_label", f"label must be one of {', '.join(classes)}")
+    tokens: FeedbackTokens = current_app.extensions["feedback_tokens"]
+    try:
+        ticket = tokens.redeem(payload.get("feedback_token"))
+    except FeedbackError as exc:
+        raise ApiError(exc.status, exc.error, exc.detail) from None
+    correct = ticket.prediction == label
+    _metrics().feedback.labels(label, "correct" if correct else "incorrect").inc()
+    log.info(
+        "feedback",
+        extra={"event": "feedback", "request_id": ticket.request_id, "class": label, "correct": correct},
+    )
+    return jsonify(accepted=True, correct=correct, request_id=ticket.request_id, model_version=ticket.model_version)
+
+
+@bp.get("/version")
+def version() -> Response:
+    classifier: Classifier = current_app.extensions["classifier"]
+    if classifier.release is None:
+        raise ApiError(503, "model_unavailable", classifier.error or "no model loaded")
+    card = classifier.release.card
+    return jsonify(
+        service_version=current_app.config["SERVICE_VERSION"],
+        model_version=card["version"],
+        architecture=card["architecture"],
+        image_size=card["image_size"],
+        classes=card["classes"],
+        test_metrics={
+            k: card["test_metrics"].get(k) for k in ("accuracy", "precision", "recall", "f1", "roc_auc", "n")
+        },
+        git_commit=card.get("git_commit", "unknown"),
+        mlflow_run_id=card.get("mlflow_run_id", "unknown"),
+        created_at=card.get("created_at", "unknown"),
+    )

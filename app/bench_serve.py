@@ -1,0 +1,233 @@
+"""`make bench-serve`: what serving costs on this machine, measured side by side.
+
+1. Preprocessing of a 12-megapixel camera-like JPEG: draft-mode decode (what the service
+   does) against a full decode then resize; median of repeats and the ratio.
+2. Inference options for the release model at batch 1, one thread: the same predictions,
+   different speeds; the service uses the fastest that matches.
+3. Raw in-process throughput (decode + preprocess + forward) in as many processes as the
+   server has workers, one torch thread each, on the same photos the load test sends.
+4. The real server (Gunicorn, gunicorn.conf.py) under wrk with a Lua script on loopback:
+   requests/s, p50/p95/p99, errors, RSS per worker; and the ratio to the raw figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import multiprocessing as mp
+import os
+import random
+import re
+import shutil
+import statistics
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import requests
+import torch
+from PIL import Image
+
+from app.inference import Classifier
+from ml.artifact import load_release, predict_proba
+from ml.images import normalise, open_rgb, to_tensor
+
+ROOT = Path(__file__).resolve().parent.parent
+PETS = ROOT.parent / "shared" / "pets" / "PetImages"
+
+
+def median_seconds(fn: Callable[[], object], repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def camera_jpeg(source: Path, seed: int = 0) -> bytes:
+    """A 4000x3000 JPEG with camera-like detail: a real photo upscaled plus sensor noise."""
+    rng = np.random.default_rng(seed)
+    base = Image.open(source).convert("RGB").resize((4000, 3000), Image.Resampling.BICUBIC)
+    arr = np.asarray(base, dtype=np.int16) + rng.normal(0, 6, (3000, 4000, 3)).astype(np.int16)
+    buf = io.BytesIO()
+    Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8)).save(buf, "JPEG", quality=92)
+    return buf.getvalue()
+
+
+def bench_preprocessing(big: bytes, size: int) -> None:
+    def full() -> torch.Tensor:
+        im = Image.open(io.BytesIO(big))
+        im.load()
+        return to_tensor(im.convert("RGB"), size)
+
+    drafted = median_seconds(lambda: to_tensor(open_rgb(big, draft_size=size), size), 7)
+    plain = median_seconds(full, 7)
+    print(
+        f"12 MP JPEG → {size}px: full decode+resize {plain * 1000:7.1f} ms, draft mode {drafted * 1000:6.1f} ms "
+        f"→ {plain / drafted:4.1f}x faster (target ≥ 8x)"
+    )
+
+
+def bench_inference_options(model_dir: Path) -> None:
+    torch.set_num_threads(1)
+    release = load_release(model_dir)
+    size = release.image_size
+    x = torch.randint(0, 256, (1, 3, size, size), dtype=torch.uint8)
+    reference = predict_proba(release, x)
+    model = release.model
+
+    def eager() -> torch.Tensor:
+        with torch.no_grad():
+            return torch.softmax(model(normalise(x, release.mean, release.std)), 1)
+
+    traced = torch.jit.optimize_for_inference(torch.jit.trace(model, normalise(x, release.mean, release.std)))
+
+    def jit() -> torch.Tensor:
+        with torch.inference_mode():
+            return torch.softmax(traced(normalise(x, release.mean, release.std)), 1)
+
+    options = {
+        "no_grad (eager)": eager,
+        "inference_mode (service)": lambda: predict_proba(release, x),
+        "TorchScript frozen": jit,
+    }
+    for name, fn in options.items():
+        for _ in range(3):
+            fn()
+        same = torch.allclose(fn(), reference, atol=1e-4)
+        print(f"batch 1, 1 thread, {name:<26} {median_seconds(fn, 15) * 1000:6.1f} ms  same predictions: {same}")
+    xb = x.repeat(4, 1, 1, 1)
+    per_image = median_seconds(lambda: predict_proba(release, xb), 7) / 4 * 1000
+    print(f"micro-batch of 4, 1 thread, per image      {per_image:6.1f} ms (a sync worker sees one request at a time)")
+
+
+def _raw_worker(args: tuple[str, list[bytes], float]) -> int:
+    model_dir, photos, seconds = args
+    classifier = Classifier(model_dir, threads=1)
+    done, deadline = 0, time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        classifier.predict(photos[done % len(photos)])
+        done += 1
+    return done
+
+
+def bench_raw(model_dir: Path, photos: list[bytes], workers: int, seconds: float) -> float:
+    with mp.get_context("spawn").Pool(workers) as pool:
+        counts = pool.map(_raw_worker, [(str(model_dir), photos, seconds)] * workers)
+    rate = sum(counts) / seconds
+    print(f"raw in-process: {workers} processes x 1 thread: {rate:6.1f} photos/s")
+    return rate
+
+
+WRK_LUA = """
+local bodies = {}
+local boundary = "----petbench"
+for i, path in ipairs(PATHS) do
+  local f = assert(io.open(path, "rb")); local data = f:read("*all"); f:close()
+  bodies[i] = "--" .. boundary .. "\\r\\nContent-Disposition: form-data; name=\\"file\\"; filename=\\"p.jpg\\"\\r\\n" ..
+              "Content-Type: image/jpeg\\r\\n\\r\\n" .. data .. "\\r\\n--" .. boundary .. "--\\r\\n"
+end
+local n = 0
+request = function()
+  n = n + 1
+  return wrk.format("POST", "/predict", {["Content-Type"] = "multipart/form-data; boundary=" .. boundary},
+                    bodies[(n % #bodies) + 1])
+end
+done = function(summary, latency, requests)
+  io.write(string.format("WRK requests=%d seconds=%.3f rps=%.2f p50=%.2f p95=%.2f p99=%.2f errors=%d non2xx=%d\\n",
+    summary.requests, summary.duration / 1e6, summary.requests / (summary.duration / 1e6),
+    latency:percentile(50) / 1000, latency:percentile(95) / 1000, latency:percentile(99) / 1000,
+    summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout,
+    summary.errors.status))
+end
+"""
+
+
+def rss_kib(pid: int) -> tuple[int, int]:
+    """(RSS, PSS) in KiB: PSS splits shared pages between the processes sharing them."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    rollup = Path(f"/proc/{pid}/smaps_rollup").read_text()
+    rss = int(re.search(r"VmRSS:\s+(\d+)", status).group(1))  # type: ignore[union-attr]
+    pss = int(re.search(r"Pss:\s+(\d+)", rollup).group(1))  # type: ignore[union-attr]
+    return rss, pss
+
+
+def bench_server(model_dir: Path, files: list[Path], workers: int, seconds: int, raw: float) -> None:
+    from tests.service.server import gunicorn
+
+    if not shutil.which("wrk"):
+        raise SystemExit("wrk is not installed: run `make system-deps`")
+    with tempfile.TemporaryDirectory() as tmp:
+        script = Path(tmp) / "post.lua"
+        paths = ", ".join(f'"{p}"' for p in files)
+        script.write_text(f"PATHS = {{{paths}}}\n" + WRK_LUA)
+        with gunicorn(Path(tmp), model_dir, workers=workers) as server:
+            requests.get(server.url + "/ready", timeout=10).raise_for_status()
+            subprocess.run(
+                ["wrk", "-t1", "-c2", "-d3s", "-s", str(script), server.url], capture_output=True, check=True
+            )
+            out = subprocess.run(
+                ["wrk", "-t1", f"-c{workers}", f"-d{seconds}s", "--timeout", "10s", "-s", str(script), server.url],
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout
+            children = subprocess.run(
+                ["pgrep", "-P", str(server.process.pid)], capture_output=True, text=True
+            ).stdout.split()
+            mem = {"master": rss_kib(server.process.pid), **{f"worker {pid}": rss_kib(int(pid)) for pid in children}}
+    line = next(row for row in out.splitlines() if row.startswith("WRK "))
+    figures = dict(kv.split("=") for kv in line.split()[1:])
+    rps = float(figures["rps"])
+    print(
+        f"server (gunicorn, {workers} workers, wrk -c{workers}, {seconds}s): {rps:6.1f} req/s, "
+        f"p50 {figures['p50']} ms, p95 {figures['p95']} ms, p99 {figures['p99']} ms, "
+        f"errors {figures['errors']}, non-2xx {figures['non2xx']}"
+    )
+    print(f"server / raw in-process: {rps / raw:5.1%} (target ≥ 85%)")
+    total_rss = sum(r for r, _ in mem.values())
+    total_pss = sum(p for _, p in mem.values())
+    for name, (rss, pss) in mem.items():
+        print(f"  {name:<14} RSS {rss / 1024:7.1f} MiB  PSS {pss / 1024:7.1f} MiB")
+    print(
+        f"  total          RSS {total_rss / 1024:7.1f} MiB  PSS {total_pss / 1024:7.1f} MiB"
+        " (PSS counts shared pages once)"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", type=Path, default=ROOT / "models")
+    ap.add_argument("--photos", type=Path, default=PETS)
+    ap.add_argument("--workers", type=int, default=int(os.environ.get("WEB_CONCURRENCY", "2")))
+    ap.add_argument("--seconds", type=int, default=20)
+    args = ap.parse_args(argv)
+    if not (args.photos / "Cat").is_dir():
+        raise SystemExit(f"real photos not found at {args.photos}")
+    size = load_release(args.model).image_size
+    rng = random.Random(0)
+    pets = rng.sample(sorted(args.photos.glob("*/*.jpg")), 48)
+    with tempfile.TemporaryDirectory() as tmp:
+        bigs = []
+        for i, source in enumerate(pets[:2]):
+            path = Path(tmp) / f"camera-{i}.jpg"
+            path.write_bytes(camera_jpeg(source, seed=i))
+            bigs.append(path)
+        print(
+            f"workload: {len(pets)} shelter photos (180x180) + {len(bigs)} 12 MP camera JPEGs "
+            f"({bigs[0].stat().st_size / 1e6:.1f} MB), one 12 MP photo in every 25 requests"
+        )
+        files = pets[:24] + bigs[:1] + pets[24:] + bigs[1:]
+        bench_preprocessing(bigs[0].read_bytes(), size)
+        bench_inference_options(args.model)
+        raw = bench_raw(args.model, [p.read_bytes() for p in files], args.workers, args.seconds)
+        bench_server(args.model, files, args.workers, args.seconds, raw)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

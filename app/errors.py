@@ -1,0 +1,41 @@
+"""Every error is JSON ``{"error", "detail"}``: clients never parse an HTML error page."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, Response, jsonify
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+
+log = logging.getLogger("app.errors")
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, error: str, detail: str) -> None:
+        super().__init__(detail)
+        self.status, self.error, self.detail = status, error, detail
+
+
+def error_response(status: int, error: str, detail: str) -> tuple[Response, int]:
+    return jsonify(error=error, detail=detail), status
+
+
+def init_app(app: Flask) -> None:
+    @app.errorhandler(ApiError)
+    def _api(exc: ApiError) -> tuple[Response, int]:
+        return error_response(exc.status, exc.error, exc.detail)
+
+    @app.errorhandler(RequestEntityTooLarge)
+    def _too_large(exc: RequestEntityTooLarge) -> tuple[Response, int]:
+        limit = app.config["MAX_CONTENT_LENGTH"]
+        return error_response(413, "file_too_large", f"uploads are limited to {limit} bytes")
+
+    @app.errorhandler(HTTPException)
+    def _http(exc: HTTPException) -> tuple[Response, int]:
+        name = (exc.name or "error").lower().replace(" ", "_")
+        return error_response(exc.code or 500, name, exc.description or "")
+
+    @app.errorhandler(Exception)
+    def _unexpected(exc: Exception) -> tuple[Response, int]:
+        log.exception("unhandled error", extra={"event": "unhandled_error"})
+        return error_response(500, "internal_error", "the server failed to handle this request")

@@ -1,0 +1,71 @@
+"""Feedback tokens: a prediction can be confirmed or corrected later, on any worker or replica.
+
+The token is signed with a shared key (itsdangerous: HMAC-SHA256 with a timestamp), so any
+replica can check it with no shared database. Each replica remembers the tokens it has seen
+in a folder shared by its workers (one empty file per token, created atomically), so the same
+token twice on one replica is refused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
+
+
+class FeedbackError(Exception):
+    def __init__(self, status: int, error: str, detail: str) -> None:
+        super().__init__(detail)
+        self.status, self.error, self.detail = status, error, detail
+
+
+@dataclass(frozen=True)
+class Ticket:
+    request_id: str
+    prediction: str
+    model_version: str
+
+
+class FeedbackTokens:
+    def __init__(self, secret: str, ttl_seconds: int, seen_dir: Path) -> None:
+        self.serializer = URLSafeTimedSerializer(secret, salt="pet-classifier-feedback")
+        self.ttl = ttl_seconds
+        self.seen_dir = seen_dir
+        seen_dir.mkdir(parents=True, exist_ok=True)
+
+    def issue(self, request_id: str, prediction: str, model_version: str) -> str:
+        return self.serializer.dumps({"rid": request_id, "p": prediction, "v": model_version})
+
+    def redeem(self, token: Any) -> Ticket:
+        """Verify a token and mark it used; FeedbackError says why it cannot be used."""
+        if not isinstance(token, str) or not token:
+            raise FeedbackError(400, "invalid_request", "feedback_token must be a non-empty string")
+        try:
+            payload = self.serializer.loads(token, max_age=self.ttl)
+        except SignatureExpired:
+            raise FeedbackError(410, "token_expired", f"feedback tokens are valid for {self.ttl} s") from None
+        except BadSignature:
+            raise FeedbackError(403, "invalid_token", "the feedback token was not issued by this service") from None
+        marker = self.seen_dir / hashlib.sha256(token.encode()).hexdigest()
+        try:
+            os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+        except FileExistsError:
+            raise FeedbackError(
+                409, "duplicate_feedback", "feedback for this prediction was already received"
+            ) from None
+        self._forget_expired()
+        return Ticket(payload["rid"], payload["p"], payload["v"])
+
+    def _forget_expired(self) -> None:
+        """Markers older than the token lifetime can never match again; drop a few each time."""
+        cutoff = time.time() - self.ttl
+        for i, entry in enumerate(os.scandir(self.seen_dir)):
+            if i >= 64:
+                break
+            if entry.stat().st_mtime < cutoff:
+                Path(entry.path).unlink(missing_ok=True)

@@ -1,0 +1,58 @@
+"""The landing page (JSON for API clients), the OpenAPI document and Swagger UI, all local."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from flask import Blueprint, Response, current_app, jsonify, render_template, request
+from swagger_ui_bundle import swagger_ui_path
+
+from app.inference import Classifier
+
+bp = Blueprint("pages", __name__)
+# Swagger UI's files come from the swagger-ui-bundle wheel: nothing is fetched from a CDN.
+docs_bp = Blueprint("docs", __name__, static_folder=swagger_ui_path, static_url_path="/docs/assets")
+
+OPENAPI_FILE = Path(__file__).with_name("openapi.yaml")
+ENDPOINTS = {
+    "predict": "POST /predict",
+    "feedback": "POST /feedback",
+    "version": "GET /version",
+    "health": "GET /health",
+    "ready": "GET /ready",
+    "metrics": "GET /metrics",
+    "openapi": "GET /openapi.json",
+    "docs": "GET /docs",
+}
+
+
+def load_openapi(service_version: str) -> dict[str, Any]:
+    spec: dict[str, Any] = yaml.safe_load(OPENAPI_FILE.read_text())
+    spec["info"]["version"] = service_version
+    return spec
+
+
+@bp.get("/")
+def index() -> Response | str:
+    classifier: Classifier = current_app.extensions["classifier"]
+    best = request.accept_mimetypes.best_match(["application/json", "text/html"], default="application/json")
+    if best == "text/html" and request.accept_mimetypes["text/html"] > request.accept_mimetypes["application/json"]:
+        return render_template("index.html", model_version=classifier.version or "not loaded")
+    return jsonify(
+        name="Cats vs Dogs classifier",
+        version=current_app.config["SERVICE_VERSION"],
+        model_version=classifier.version,
+        endpoints=ENDPOINTS,
+    )
+
+
+@bp.get("/openapi.json")
+def openapi() -> Response:
+    return jsonify(current_app.extensions["openapi"])
+
+
+@docs_bp.get("/docs")
+def docs() -> str:
+    return render_template("docs.html")

@@ -1,0 +1,70 @@
+"""Gunicorn configuration: the one used by `make serve`, the Docker image and the tests.
+
+Environment: PORT (8000), HOST (127.0.0.1; the image sets 0.0.0.0), WEB_CONCURRENCY (2
+workers), TORCH_THREADS (1 per worker), GUNICORN_TIMEOUT (30 s), GRACEFUL_TIMEOUT (20 s),
+PROMETHEUS_MULTIPROC_DIR (a fresh temp folder when unset).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from typing import Any
+
+# prometheus_client picks its multiprocess mode when first imported: set the folder first.
+if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="prometheus-multiproc-")
+_metrics_dir = os.environ["PROMETHEUS_MULTIPROC_DIR"]
+os.makedirs(_metrics_dir, exist_ok=True)
+# One replica's workers share the record of used feedback tokens.
+os.environ.setdefault("FEEDBACK_DIR", os.path.join(_metrics_dir, "feedback-seen"))
+
+wsgi_app = "app.wsgi:app"
+bind = f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '8000')}"
+workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
+worker_class = "sync"  # one request at a time per worker: inference is CPU-bound
+preload_app = True  # load the model once in the master; workers share its pages copy-on-write
+timeout = int(os.environ.get("GUNICORN_TIMEOUT", "30"))
+graceful_timeout = int(os.environ.get("GRACEFUL_TIMEOUT", "20"))  # SIGTERM: finish in-flight requests
+keepalive = 5
+max_requests = int(os.environ.get("GUNICORN_MAX_REQUESTS", "5000"))
+max_requests_jitter = int(os.environ.get("GUNICORN_MAX_REQUESTS_JITTER", "500"))
+accesslog = None  # the app writes one JSON access line per request (with its request id)
+errorlog = "-"
+loglevel = os.environ.get("LOG_LEVEL", "info")
+logconfig_dict: dict[str, Any] = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {
+        "json": {
+            "()": "pythonjsonlogger.json.JsonFormatter",
+            "format": "%(asctime)s %(levelname)s %(name)s %(process)d %(message)s",
+            "rename_fields": {"levelname": "level"},
+        }
+    },
+    "handlers": {"stdout": {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stdout"}},
+    "root": {"handlers": ["stdout"], "level": "INFO"},
+    "loggers": {
+        "gunicorn.error": {"handlers": ["stdout"], "level": "INFO", "propagate": False},
+        "gunicorn.access": {"handlers": [], "level": "WARNING", "propagate": False},
+    },
+}
+
+
+def post_fork(server: Any, worker: Any) -> None:
+    # Threads are per process: set them in each worker, after the fork.
+    import torch
+
+    torch.set_num_threads(int(os.environ.get("TORCH_THREADS", "1")))
+
+
+def child_exit(server: Any, worker: Any) -> None:
+    from prometheus_flask_exporter.multiprocess import GunicornInternalPrometheusMetrics
+
+    GunicornInternalPrometheusMetrics.mark_process_dead_on_child_exit(worker.pid)
+
+
+def on_exit(server: Any) -> None:
+    if _metrics_dir.startswith(tempfile.gettempdir()) and "prometheus-multiproc-" in _metrics_dir:
+        shutil.rmtree(_metrics_dir, ignore_errors=True)

@@ -1,0 +1,58 @@
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from PIL import Image
+
+from app import create_app
+from ml.artifact import save_release
+from ml.models import build_model
+
+ROOT = Path(__file__).resolve().parents[2]
+RELEASE = ROOT / "models"
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real (untrained) release model, for tests that need a model but not a good one."""
+    import torch
+
+    torch.manual_seed(0)
+    out = tmp_path_factory.mktemp("tiny-model")
+    card = {
+        "architecture": "tiny_cnn",
+        "image_size": 32,
+        "classes": ["cat", "dog"],
+        "normalization": {"mean": [0.5] * 3, "std": [0.5] * 3},
+        "test_metrics": {"accuracy": 0.5, "n": 0},
+        "mlflow_run_id": "test",
+    }
+    save_release(build_model("tiny_cnn"), card, out)
+    return out
+
+
+@pytest.fixture
+def app(tiny_model: Path, tmp_path: Path) -> Flask:
+    return create_app(
+        {
+            "TESTING": True,
+            "MODEL_DIR": str(tiny_model),
+            "FEEDBACK_DIR": str(tmp_path / "seen"),
+            "MAX_UPLOAD_BYTES": 2_000_000,
+        }
+    )
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()
+
+
+def encode(im: Image.Image, fmt: str, **kw: object) -> bytes:
+    buf = io.BytesIO()
+    im.save(buf, fmt, **kw)
+    return buf.getvalue()

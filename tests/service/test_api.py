@@ -1,0 +1,251 @@
+"""Every endpoint and every bad input, through Flask's test client."""
+
+from __future__ import annotations
+
+import json
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from PIL import Image
+
+from app import create_app
+from tests.conftest import jpeg_bytes
+from tests.service.conftest import encode
+
+
+def post_file(client: FlaskClient, data: bytes, name: str = "photo.jpg"):  # type: ignore[no-untyped-def]
+    import io
+
+    return client.post("/predict", data={"file": (io.BytesIO(data), name)}, content_type="multipart/form-data")
+
+
+def test_landing_page_for_browsers_and_json_for_clients(client: FlaskClient) -> None:
+    html = client.get("/", headers={"Accept": "text/html,application/xhtml+xml,*/*;q=0.8"})
+    assert html.status_code == 200 and html.mimetype == "text/html"
+    page = html.get_data(as_text=True)
+    assert 'type="file"' in page and "/docs" in page and "/metrics" in page
+    assert "http://" not in page and "https://" not in page  # no CDN: works with no internet
+    info = client.get("/", headers={"Accept": "application/json"}).get_json()
+    assert info["name"] == "Cats vs Dogs classifier"
+    assert {"version", "model_version", "endpoints"} <= set(info)
+    assert client.get("/").get_json()["name"] == "Cats vs Dogs classifier"  # curl's */* gets JSON
+
+
+def test_health_and_ready(client: FlaskClient) -> None:
+    assert client.get("/health").get_json()["status"] == "healthy"
+    ready = client.get("/ready")
+    assert ready.status_code == 200
+    assert ready.get_json()["ready"] is True and ready.get_json()["model_version"].startswith("tiny_cnn-")
+
+
+def test_predict_contract(client: FlaskClient) -> None:
+    resp = post_file(client, jpeg_bytes((200, 60, 50), size=(64, 48)))
+    assert resp.status_code == 200
+    body = resp.get_json()
+    assert body["prediction"] in ("cat", "dog") and body["predicted_class"] == body["prediction"]
+    assert body["probabilities"]["cat"] + body["probabilities"]["dog"] == pytest.approx(1.0, abs=1e-5)
+    assert body["confidence"] == max(body["probabilities"].values())
+    assert body["request_id"] == resp.headers["X-Request-ID"]
+    assert body["inference_time_ms"] > 0 and body["model_version"] and body["feedback_token"]
+
+
+def test_raw_image_body_and_incoming_request_id(client: FlaskClient) -> None:
+    resp = client.post(
+        "/predict", data=jpeg_bytes((1, 2, 3)), content_type="image/jpeg", headers={"X-Request-ID": "abc-123"}
+    )
+    assert resp.status_code == 200
+    assert resp.get_json()["request_id"] == "abc-123" == resp.headers["X-Request-ID"]
+    bad = client.post(
+        "/predict", data=jpeg_bytes((1, 2, 3)), content_type="image/jpeg", headers={"X-Request-ID": "<script>"}
+    )
+    assert bad.headers["X-Request-ID"] != "<script>"
+
+
+def bomb_png(width: int, height: int) -> bytes:
+    def chunk(kind: bytes, payload: bytes) -> bytes:
+        return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0")) + chunk(b"IEND", b"")
+
+
+@pytest.mark.parametrize(
+    ("data", "status", "error"),
+    [
+        (b"", 400, "empty_file"),
+        (b"%PDF-1.4 definitely not a photo", 415, "not_an_image"),
+        (jpeg_bytes((5, 5, 5), size=(120, 120))[:700], 422, "truncated"),
+        (b"BM" + b"\x00" * 60, 422, "unreadable"),  # a BMP header with nothing behind it
+        (bomb_png(60000, 60000), 413, "too_many_pixels"),
+        (b"\x00" * 2_100_000, 413, "file_too_large"),
+    ],
+)
+def test_bad_uploads_get_a_clear_4xx(client: FlaskClient, data: bytes, status: int, error: str) -> None:
+    resp = post_file(client, data)
+    assert resp.status_code == status, resp.get_json()
+    body = resp.get_json()
+    assert body["error"] == error and body["detail"]
+    assert post_file(client, jpeg_bytes((9, 9, 9))).status_code == 200  # and the worker keeps serving
+
+
+def test_unsupported_format_is_refused(client: FlaskClient) -> None:
+    svg = b'<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"/>'
+    resp = post_file(client, svg, "x.svg")
+    assert resp.status_code == 415
+
+
+def test_missing_field_wrong_method_unknown_path(client: FlaskClient) -> None:
+    resp = client.post("/predict", data={"other": "x"}, content_type="multipart/form-data")
+    assert resp.status_code == 400 and resp.get_json()["error"] == "missing_file"
+    assert client.post("/predict", json={"file": "x"}).status_code == 400
+    wrong = client.get("/predict")
+    assert wrong.status_code == 405 and wrong.get_json()["error"] == "method_not_allowed"
+    missing = client.get("/no/such/page")
+    assert missing.status_code == 404 and missing.is_json
+
+
+def awkward_images() -> dict[str, bytes]:
+    rgb = Image.effect_mandelbrot((96, 64), (-2, -1.5, 1, 1.5), 30).convert("RGB")
+    frames = [Image.new("RGB", (40, 40), c) for c in ((250, 0, 0), (0, 0, 250))]
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    return {
+        "gif_animated": encode(frames[0], "GIF", save_all=True, append_images=frames[1:]),
+        "cmyk_jpeg": encode(rgb.convert("CMYK"), "JPEG"),
+        "grayscale": encode(rgb.convert("L"), "PNG"),
+        "rgba": encode(rgb.convert("RGBA"), "PNG"),
+        "palette": encode(rgb.convert("P"), "PNG"),
+        "png16": encode(Image.fromarray((np.arange(64 * 64).reshape(64, 64) * 16).astype(np.uint16)), "PNG"),
+        "webp": encode(rgb, "WEBP"),
+        "exif_rotated": encode(rgb, "JPEG", exif=exif.tobytes()),
+    }
+
+
+@pytest.mark.parametrize("kind", sorted(awkward_images()))
+def test_awkward_but_valid_images_are_classified(client: FlaskClient, kind: str) -> None:
+    resp = post_file(client, awkward_images()[kind])
+    assert resp.status_code == 200, resp.get_json()
+    assert resp.get_json()["prediction"] in ("cat", "dog")
+
+
+def test_feedback_correct_incorrect_duplicate(client: FlaskClient) -> None:
+    body = post_file(client, jpeg_bytes((1, 2, 3))).get_json()
+    other = "dog" if body["prediction"] == "cat" else "cat"
+    ok = client.post("/feedback", json={"feedback_token": body["feedback_token"], "label": other})
+    assert ok.status_code == 200 and ok.get_json()["correct"] is False
+    assert ok.get_json()["request_id"] == body["request_id"]
+    again = client.post("/feedback", json={"feedback_token": body["feedback_token"], "label": other})
+    assert again.status_code == 409
+    second = post_file(client, jpeg_bytes((1, 2, 4))).get_json()
+    right = client.post("/feedback", json={"feedback_token": second["feedback_token"], "label": second["prediction"]})
+    assert right.get_json()["correct"] is True
+    metrics = client.get("/metrics").get_data(as_text=True)
+    assert f'feedback_total{{class="{other}",result="incorrect"}} 1.0' in metrics
+    assert f'feedback_total{{class="{second["prediction"]}",result="correct"}} 1.0' in metrics
+
+
+@pytest.mark.parametrize(
+    ("payload", "status", "error"),
+    [
+        ("{not json", 400, "invalid_json"),
+        ('["a list"]', 400, "invalid_json"),
+        ('{"feedback_token": "x", "label": "hamster"}', 422, "invalid_label"),
+        ('{"label": "cat"}', 400, "invalid_request"),
+        ('{"feedback_token": "forged.token.value", "label": "cat"}', 403, "invalid_token"),
+    ],
+)
+def test_bad_feedback(client: FlaskClient, payload: str, status: int, error: str) -> None:
+    resp = client.post("/feedback", data=payload, content_type="application/json")
+    assert resp.status_code == status
+    assert resp.get_json()["error"] == error
+
+
+def test_token_from_another_key_or_expired(tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    a = create_app({"MODEL_DIR": str(tiny_model), "FEEDBACK_SECRET": "a" * 32, "FEEDBACK_DIR": str(tmp_path / "a")})
+    b = create_app({"MODEL_DIR": str(tiny_model), "FEEDBACK_SECRET": "b" * 32, "FEEDBACK_DIR": str(tmp_path / "b")})
+    token = post_file(a.test_client(), jpeg_bytes((1, 1, 1))).get_json()["feedback_token"]
+    assert b.test_client().post("/feedback", json={"feedback_token": token, "label": "cat"}).status_code == 403
+    c = create_app(
+        {
+            "MODEL_DIR": str(tiny_model),
+            "FEEDBACK_SECRET": "a" * 32,
+            "FEEDBACK_TTL_SECONDS": 60,
+            "FEEDBACK_DIR": str(tmp_path / "c"),
+        }
+    )
+    import itsdangerous.timed
+
+    real = itsdangerous.timed.time.time
+    monkeypatch.setattr(itsdangerous.timed.time, "time", lambda: real() + 3600)
+    resp = c.test_client().post("/feedback", json={"feedback_token": token, "label": "cat"})
+    assert resp.status_code == 410 and resp.get_json()["error"] == "token_expired"
+
+
+def test_version_is_the_model_card(client: FlaskClient, tiny_model: Path) -> None:
+    card = json.loads((tiny_model / "model.json").read_text())
+    body = client.get("/version").get_json()
+    assert body["model_version"] == card["version"] and body["architecture"] == "tiny_cnn"
+    assert body["mlflow_run_id"] == "test" and "accuracy" in body["test_metrics"]
+
+
+def test_metrics_count_predictions_rejections_and_model(client: FlaskClient) -> None:
+    for _ in range(3):
+        post_file(client, jpeg_bytes((1, 2, 3)))
+    post_file(client, b"garbage")
+    text = client.get("/metrics").get_data(as_text=True)
+    total = sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith("predictions_total{"))
+    assert total == 3
+    assert 'rejected_inputs_total{reason="not_an_image"} 1.0' in text
+    assert "model_ready 1.0" in text and 'model_info{architecture="tiny_cnn"' in text
+    for name in (
+        "prediction_confidence_bucket",
+        "model_inference_seconds_bucket",
+        "image_decode_seconds_bucket",
+        "input_image_bytes_bucket",
+        "input_image_pixels_bucket",
+        "flask_http_request_duration_seconds_bucket",
+    ):
+        assert name in text
+
+
+@pytest.mark.parametrize("problem", ["missing", "corrupt"])
+def test_no_model_means_not_ready_but_alive(
+    tiny_model: Path, tmp_path: Path, problem: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    model_dir = tmp_path / "model"
+    if problem == "corrupt":
+        import shutil
+
+        shutil.copytree(tiny_model, model_dir)
+        (model_dir / "model.safetensors").write_bytes(b"\x00" * 100)
+    app = create_app({"MODEL_DIR": str(model_dir), "FEEDBACK_DIR": str(tmp_path / "seen")})
+    client = app.test_client()
+    assert client.get("/health").status_code == 200
+    ready = client.get("/ready")
+    assert ready.status_code == 503 and ready.get_json()["ready"] is False and ready.get_json()["reason"]
+    assert post_file(client, jpeg_bytes((1, 2, 3))).status_code == 503
+    assert "model_ready 0.0" in client.get("/metrics").get_data(as_text=True)
+    logged = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"model_load_failed"' in line]
+    assert len(logged) == 1 and logged[0]["level"] == "ERROR"
+
+
+def test_logs_are_json_and_never_hold_file_names(client: FlaskClient, capsys: pytest.CaptureFixture[str]) -> None:
+    capsys.readouterr()
+    post_file(client, jpeg_bytes((1, 2, 3)), name="secret-owner-name.jpg")
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    events = {line.get("event") for line in lines}
+    assert {"access", "prediction"} <= events
+    access = next(line for line in lines if line.get("event") == "access")
+    assert {"request_id", "method", "path", "status", "latency_ms"} <= set(access)
+    assert all("secret-owner-name" not in json.dumps(line) for line in lines)
+
+
+def test_fault_switch_gives_json_500(tiny_model: Path, tmp_path: Path) -> None:
+    app: Flask = create_app({"MODEL_DIR": str(tiny_model), "FAULT_INJECTION": True, "FEEDBACK_DIR": str(tmp_path)})
+    resp = post_file(app.test_client(), jpeg_bytes((1, 2, 3)))
+    assert resp.status_code == 500 and resp.get_json()["error"] == "internal_error"

@@ -1,0 +1,94 @@
+"""The real server: Gunicorn with 2 workers, metrics summed across them, feedback across them,
+and SIGTERM draining a request in flight."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import requests
+
+from tests.conftest import jpeg_bytes
+from tests.service.server import gunicorn
+
+N = 24
+
+
+def predict(url: str, i: int) -> dict[str, object]:
+    resp = requests.post(
+        f"{url}/predict",
+        files={"file": ("p.jpg", jpeg_bytes((200, 60, 50) if i % 2 else (40, 70, 210), seed=i))},
+        headers={"Connection": "close", "X-Request-ID": f"req-{i}"},
+        timeout=30,
+    )
+    assert resp.status_code == 200, resp.text
+    return resp.json()  # type: ignore[no-any-return]
+
+
+def metric_sum(url: str, name: str) -> float:
+    text = requests.get(f"{url}/metrics", headers={"Connection": "close"}, timeout=10).text
+    return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(name + "{"))
+
+
+def test_metrics_and_feedback_across_workers(tiny_model: Path, tmp_path: Path) -> None:
+    with gunicorn(tmp_path, tiny_model, workers=2) as server, ThreadPoolExecutor(4) as pool:
+        bodies = list(pool.map(lambda i: predict(server.url, i), range(N)))
+        # Whichever worker answers /metrics, it reports every worker's predictions.
+        assert [metric_sum(server.url, "predictions_total") for _ in range(6)] == [N] * 6
+
+        def send_feedback(body: dict[str, object]) -> int:
+            resp = requests.post(
+                f"{server.url}/feedback",
+                json={"feedback_token": body["feedback_token"], "label": "cat"},
+                headers={"Connection": "close"},
+                timeout=10,
+            )
+            return resp.status_code
+
+        assert list(pool.map(send_feedback, bodies)) == [200] * N
+        assert [metric_sum(server.url, "feedback_total") for _ in range(4)] == [N] * 4
+        # The same token again is refused on this replica, whichever worker gets it.
+        assert list(pool.map(send_feedback, bodies[:4])) == [409] * 4
+
+        events = [json.loads(line) for line in server.log_lines() if line.startswith("{")]
+        served_by = {e["request_id"]: e["process"] for e in events if e.get("event") == "prediction"}
+        judged_by = {e["request_id"]: e["process"] for e in events if e.get("event") == "feedback"}
+        assert len(set(served_by.values())) == 2, "both workers should have served predictions"
+        crossed = [rid for rid, pid in judged_by.items() if served_by[rid] != pid]
+        assert crossed, "no feedback reached a worker other than the one that made its prediction"
+
+
+def test_sigterm_drains_the_request_in_flight(tiny_model: Path, tmp_path: Path) -> None:
+    body = jpeg_bytes((200, 60, 50), size=(64, 64))
+    boundary = "----pet"
+    payload = (
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="p.jpg"\r\n'
+            "Content-Type: image/jpeg\r\n\r\n"
+        ).encode()
+        + body
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    with gunicorn(tmp_path, tiny_model, workers=1) as server:
+        port = int(server.url.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as conn:
+            conn.sendall(
+                f"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary={boundary}\r\n"
+                f"Content-Length: {len(payload)}\r\nConnection: close\r\n\r\n".encode()
+                + payload[:100]
+            )
+            time.sleep(0.5)  # the worker is now reading this request
+            server.process.send_signal(signal.SIGTERM)
+            time.sleep(0.5)
+            conn.sendall(payload[100:])
+            response = b""
+            while chunk := conn.recv(65536):
+                response += chunk
+        assert response.startswith(b"HTTP/1.1 200"), response[:200]
+        assert b'"prediction"' in response
+        server.process.wait(timeout=30)
+        assert server.process.returncode == 0
