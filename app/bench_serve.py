@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import argparse
+import copy
 import io
 import multiprocessing as mp
 import os
@@ -25,6 +26,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import requests
@@ -90,11 +92,21 @@ def bench_inference_options(model_dir: Path) -> None:
         with torch.inference_mode():
             return torch.softmax(traced(normalise(x, release.mean, release.std)), 1)
 
-    options = {
+    options: dict[str, Callable[[], torch.Tensor]] = {
         "no_grad (eager)": eager,
         "inference_mode (service)": lambda: predict_proba(release, x),
         "TorchScript frozen": jit,
     }
+    if hasattr(model, "net"):  # the EfficientNet: compare with the default NCHW layout
+        nchw: Any = copy.deepcopy(model).to(memory_format=torch.contiguous_format)
+
+        def contiguous() -> torch.Tensor:
+            with torch.inference_mode():
+                inputs = normalise(x, release.mean, release.std)
+                feats = nchw.net.forward_head(nchw.net.forward_features(inputs), pre_logits=True)
+                return torch.softmax(nchw.classifier(feats), 1)
+
+        options["inference_mode, NCHW layout"] = contiguous
     for name, fn in options.items():
         for _ in range(3):
             fn()
