@@ -14,9 +14,10 @@ DVC := PATH="$(BIN):$$PATH" DVC_NO_ANALYTICS=1 $(BIN)/dvc
 export PYTHONUNBUFFERED := 1
 
 PORT ?= 8000
-# Binaries the tests drive for real (Debian packages): a browser and its driver, a load generator.
-APT_PACKAGES := chromium chromium-driver wrk
-APT_BINARIES := chromium chromedriver wrk
+# Binaries the tests drive for real (Debian packages): a browser and its driver, a load generator,
+# Prometheus and Alertmanager (promtool, amtool).
+APT_PACKAGES := chromium chromium-driver wrk prometheus prometheus-alertmanager
+APT_BINARIES := chromium chromedriver wrk promtool amtool
 
 .PHONY: help setup system-deps lint format test test-unit data train evaluate register validate serve \
 	mlflow-ui bench-train bench-serve pipeline clean
@@ -32,7 +33,7 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 
 setup: $(STAMP) ## Create .venv and install pinned dependencies (idempotent)
 
-system-deps: ## Install the Debian packages tests drive (chromium, chromedriver, wrk) if missing
+system-deps: ## Install the Debian packages tests drive (chromium, wrk, prometheus, alertmanager) if missing
 	@missing=$$(for b in $(APT_BINARIES); do command -v $$b >/dev/null || echo $$b; done); \
 	if [ -z "$$missing" ]; then exit 0; fi; \
 	if [ "$$(id -u)" != 0 ] && [ "$${CI:-}" != true ]; then \

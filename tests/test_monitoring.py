@@ -1,0 +1,77 @@
+"""Prometheus rules checked by the real promtool: syntax, unit tests, and the house rules
+(every alert has severity, summary, description, a runbook section, a firing test case and a
+silent one)."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+RULES = sorted((ROOT / "prometheus" / "rules").glob("*.yml"))
+RULE_TESTS = sorted((ROOT / "prometheus" / "tests").glob("*_test.yml"))
+
+
+def tool(name: str) -> str:
+    found = shutil.which(name)
+    if found:
+        return found
+    message = f"{name} is needed (make system-deps installs Debian's prometheus packages)"
+    if os.environ.get("CI") == "true":
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+def alerts() -> list[dict[str, object]]:
+    rules = yaml.safe_load((ROOT / "prometheus" / "rules" / "alerts.yml").read_text())
+    return [rule for group in rules["groups"] for rule in group["rules"]]
+
+
+def test_promtool_checks_the_rules() -> None:
+    result = subprocess.run([tool("promtool"), "check", "rules", *map(str, RULES)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_promtool_unit_tests_pass() -> None:
+    result = subprocess.run(
+        [tool("promtool"), "test", "rules", *[p.name for p in RULE_TESTS]],
+        cwd=ROOT / "prometheus" / "tests",
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.count("SUCCESS") == len(RULE_TESTS)
+
+
+def test_alerts_follow_the_house_rules() -> None:
+    runbook = (ROOT / "docs" / "runbooks.md").read_text()
+    anchors = {
+        re.sub(r"[^a-z0-9-]", "", line[3:].strip().lower()) for line in runbook.splitlines() if line.startswith("## ")
+    }
+    names = set()
+    for rule in alerts():
+        names.add(rule["alert"])
+        labels, notes = rule["labels"], rule["annotations"]
+        assert labels["severity"] in ("critical", "warning"), rule["alert"]  # type: ignore[index]
+        assert notes["summary"] and "$value" in notes["description"], rule["alert"]  # type: ignore[index]
+        anchor = notes["runbook_url"].split("#", 1)[1]  # type: ignore[index]
+        assert anchor == str(rule["alert"]).lower() and anchor in anchors, f"{rule['alert']}: no runbook section"
+        assert rule.get("for"), f"{rule['alert']} must not fire on a single evaluation"
+    assert len(names) >= 13
+
+
+def test_every_alert_has_a_firing_and_a_silent_case() -> None:
+    fired, silent = set(), set()
+    for path in RULE_TESTS:
+        for case in yaml.safe_load(path.read_text())["tests"]:
+            for check in case.get("alert_rule_test", []):
+                (fired if check.get("exp_alerts") else silent).add(check["alertname"])
+    names = {rule["alert"] for rule in alerts()}
+    assert names - fired == set(), "alerts never shown firing"
+    assert names - silent == set(), "alerts never shown staying silent"
