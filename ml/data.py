@@ -14,7 +14,7 @@ import os
 import re
 import statistics
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -249,8 +249,3 @@ def report(
         "width": spread(widths),
         "height": spread(heights),
     }
-
-
-def iter_labelled(rows: Iterable[ManifestRow], root: Path) -> Iterator[tuple[Path, int]]:
-    for r in rows:
-        yield root / r.path, CLASSES.index(r.label)

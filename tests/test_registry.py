@@ -117,7 +117,6 @@ def test_model_tested_on_another_manifest_is_refused(
 ) -> None:
     manifest, params = world
     other = tmp_path / "other.csv"
-    other.write_text(manifest.read_text() + "")
     other.write_text(manifest.read_text().replace("\n", "\r\n", 1))
     model = release(tmp_path / "m", other, 0.9, 1)
     assert promote(model, manifest, params) == 2
