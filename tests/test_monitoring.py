@@ -8,6 +8,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -75,3 +76,41 @@ def test_every_alert_has_a_firing_and_a_silent_case() -> None:
     names = {rule["alert"] for rule in alerts()}
     assert names - fired == set(), "alerts never shown firing"
     assert names - silent == set(), "alerts never shown staying silent"
+
+
+def test_promtool_checks_both_configs_from_the_one_source(tmp_path: Path) -> None:
+    promtool = tool("promtool")
+    in_cluster = subprocess.run(
+        [promtool, "check", "config", str(ROOT / "prometheus" / "prometheus.yml")], capture_output=True, text=True
+    )
+    assert in_cluster.returncode == 0, in_cluster.stdout + in_cluster.stderr
+    local = tmp_path / "prometheus.yml"
+    subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "prometheus" / "render_local.py"),
+            "--target",
+            "pet-classifier=127.0.0.1:8000",
+            "--target",
+            "prometheus=127.0.0.1:9090",
+            "--out",
+            str(local),
+        ],
+        check=True,
+    )
+    checked = subprocess.run([promtool, "check", "config", str(local)], capture_output=True, text=True)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    source, derived = (
+        yaml.safe_load((ROOT / "prometheus" / "prometheus.yml").read_text()),
+        yaml.safe_load(local.read_text()),
+    )
+    assert {j["job_name"] for j in source["scrape_configs"]} >= {
+        "pet-classifier",
+        "node-exporter",
+        "kube-state-metrics",
+        "alertmanager",
+        "prometheus",
+    }
+    assert [j["job_name"] for j in derived["scrape_configs"]] == ["pet-classifier", "prometheus"]
+    assert derived["scrape_configs"][0]["static_configs"] == [{"targets": ["127.0.0.1:8000"]}]
+    assert derived["global"]["scrape_interval"] == source["global"]["scrape_interval"]

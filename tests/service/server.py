@@ -38,9 +38,14 @@ class Server:
 
 @contextmanager
 def gunicorn(
-    tmp: Path, model_dir: Path, workers: int = 2, extra_env: dict[str, str] | None = None, ready_timeout: float = 90
+    tmp: Path,
+    model_dir: Path,
+    workers: int = 2,
+    extra_env: dict[str, str] | None = None,
+    ready_timeout: float = 90,
+    port: int | None = None,
 ) -> Iterator[Server]:
-    port = free_port()
+    port = port or free_port()
     env = {
         **os.environ,
         "HOST": "127.0.0.1",
