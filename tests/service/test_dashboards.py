@@ -1,0 +1,111 @@
+"""Grafana dashboards: valid provisioning JSON, up to date with their generator, and every panel
+query answered by a real Prometheus that scraped the real service after real traffic."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+import time
+from contextlib import ExitStack
+from pathlib import Path
+
+import pytest
+import requests
+import yaml
+
+from tests.conftest import jpeg_bytes
+from tests.service.server import ROOT, free_port, gunicorn
+from tests.service.test_alerting_e2e import fast_rules, process, render_local
+from tests.test_alertmanager import tool
+
+DASHBOARDS = sorted((ROOT / "grafana" / "dashboards").glob("*.json"))
+DATASOURCE_UID = yaml.safe_load((ROOT / "grafana" / "provisioning" / "datasources" / "prometheus.yml").read_text())[
+    "datasources"
+][0]["uid"]
+
+
+def load(path: Path) -> dict:  # type: ignore[type-arg]
+    return json.loads(path.read_text())
+
+
+def test_committed_json_is_what_the_generator_builds() -> None:
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "grafana" / "build_dashboards.py"), "--check"], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def test_dashboards_are_valid_provisioning_json() -> None:
+    assert {p.stem for p in DASHBOARDS} == {"pet-api", "pet-model", "pet-cluster"}
+    uids = [load(p)["uid"] for p in DASHBOARDS]
+    assert len(set(uids)) == len(uids)
+    for path in DASHBOARDS:
+        board = load(path)
+        assert board["schemaVersion"] >= 36 and board["title"] and board["panels"]
+        ids = [p["id"] for p in board["panels"]]
+        assert len(set(ids)) == len(ids), path.name
+        for p in board["panels"]:
+            assert p["datasource"]["uid"] == DATASOURCE_UID, (path.name, p["title"])
+            assert p["targets"] and all(t["datasource"]["uid"] == DATASOURCE_UID and t["expr"] for t in p["targets"])
+            assert {"x", "y", "w", "h"} <= set(p["gridPos"])
+    provider = yaml.safe_load((ROOT / "grafana" / "provisioning" / "dashboards" / "provider.yml").read_text())
+    assert provider["providers"][0]["type"] == "file"
+
+
+@pytest.mark.integration
+def test_every_panel_query_returns_data_after_real_traffic(tiny_model: Path, tmp_path: Path) -> None:
+    prometheus_bin = tool("prometheus")
+    prom_port, api_port = free_port(), free_port()
+    with ExitStack() as stack:
+        (tmp_path / "svc").mkdir()
+        server = stack.enter_context(gunicorn(tmp_path / "svc", tiny_model, workers=2, port=api_port))
+        config = render_local()(
+            {"pet-classifier": [f"127.0.0.1:{api_port}"]}, "127.0.0.1:9", "1s", fast_rules(tmp_path / "rules")
+        )
+        (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
+        stack.enter_context(
+            process(
+                [
+                    prometheus_bin,
+                    f"--config.file={tmp_path / 'prometheus.yml'}",
+                    f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+                    f"--web.listen-address=127.0.0.1:{prom_port}",
+                ],
+                tmp_path / "prometheus.log",
+                f"http://127.0.0.1:{prom_port}/-/ready",
+            )
+        )
+        queries = [
+            (path.stem, p["title"], t["expr"])
+            for path in DASHBOARDS
+            for p in load(path)["panels"]
+            for t in p["targets"]
+        ]
+        deadline = time.monotonic() + 60
+        while True:  # real traffic until every API and model panel has data
+            for i in range(6):
+                resp = requests.post(
+                    f"{server.url}/predict",
+                    files={"file": ("p.jpg", io.BytesIO(jpeg_bytes((200, 60, 50), seed=i)))},
+                    timeout=10,
+                )
+                requests.post(
+                    f"{server.url}/feedback",
+                    json={"feedback_token": resp.json()["feedback_token"], "label": "cat"},
+                    timeout=10,
+                )
+            requests.post(f"{server.url}/predict", files={"file": ("x.jpg", io.BytesIO(b"not a photo"))}, timeout=10)
+            answers = {
+                (board, title, expr): requests.get(
+                    f"http://127.0.0.1:{prom_port}/api/v1/query", params={"query": expr}, timeout=5
+                ).json()
+                for board, title, expr in queries
+            }
+            empty = [key for key, a in answers.items() if key[0] != "pet-cluster" and not a["data"]["result"]]
+            if not empty or time.monotonic() > deadline:
+                break
+            time.sleep(1)
+        assert all(a["status"] == "success" for a in answers.values()), "a panel query does not parse"
+        assert empty == [], f"panels without data: {empty}"
