@@ -87,23 +87,21 @@ def fast_rules(out: Path) -> Path:
 
 
 def fast_alertmanager(out: Path, smtp_port: int) -> Path:
-    config = yaml.safe_load((ROOT / "alertmanager" / "alertmanager.yml").read_text())
-    config["global"].update(smtp_smarthost=f"127.0.0.1:{smtp_port}", smtp_require_tls=False)
-    for key in ("smtp_auth_username", "smtp_auth_password_file"):
-        config["global"].pop(key)
-    config["templates"] = [str(ROOT / "alertmanager" / "templates" / "*.tmpl")]
-    for route in [config["route"], *config["route"]["routes"]]:
-        route.update(group_wait="1s", group_interval="2s", repeat_interval="1h")
+    config = load_script(ROOT / "alertmanager" / "render_local.py").render(f"127.0.0.1:{smtp_port}", fast=True)
     out.write_text(yaml.safe_dump(config, sort_keys=False))
     return out
 
 
-def render_local() -> Any:
-    spec = importlib.util.spec_from_file_location("render_local", ROOT / "prometheus" / "render_local.py")
+def load_script(path: Path) -> Any:
+    spec = importlib.util.spec_from_file_location(path.parent.name + "_" + path.stem, path)
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.render
+    return module
+
+
+def render_local() -> Any:
+    return load_script(ROOT / "prometheus" / "render_local.py").render
 
 
 def mails(sink: Sink, status: str) -> list[Message]:
