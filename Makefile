@@ -20,7 +20,7 @@ APT_PACKAGES := chromium chromium-driver wrk prometheus prometheus-alertmanager
 APT_BINARIES := chromium chromedriver wrk promtool amtool
 
 .PHONY: help setup system-deps lint format test test-unit data train evaluate register validate serve \
-	mlflow-ui bench-train bench-serve pipeline clean
+	mlflow-ui bench-train bench-serve replay monitor-up monitor-down mail pipeline clean
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  \033[1m%-14s\033[0m %s\n", $$1, $$2}'
@@ -85,6 +85,18 @@ bench-train: data ## Data-loading and training throughput, and each stage's wall
 
 bench-serve: $(STAMP) system-deps ## Draft decoding, server vs in-process throughput, latency, RSS
 	$(PY) -m app.bench_serve
+
+replay: $(STAMP) ## Send labelled test photos (+feedback) to the service: RATE=5 COUNT=200 SHARE=0.5 MISLABEL=1
+	$(PY) -m app.replay --rate $${RATE:-5} --count $${COUNT:-200} --feedback-share $${SHARE:-0.5} $${MISLABEL:+--mislabel}
+
+monitor-up: $(STAMP) system-deps ## Service, Prometheus, Alertmanager, SMTP sink and MLflow on loopback (FAST=1 for demos)
+	deploy/local-stack.sh up
+
+monitor-down: ## Stop the local monitoring stack
+	deploy/local-stack.sh down
+
+mail: $(STAMP) ## The last emails the local SMTP sink received
+	deploy/local-stack.sh mail
 
 pipeline: ## The main job with local defaults (stages so far: setup, lint, tests, data, train, validate)
 	$(MAKE) setup

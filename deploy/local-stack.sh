@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# The monitoring stack as local processes on loopback: `make monitor-up` / `make monitor-down`.
+# Service :8000, Prometheus :9090, Alertmanager :9093, SMTP sink :1025 (mail kept in
+# .monitor/mail, read with `make mail`), MLflow UI :5001. Configs are rendered from
+# prometheus/ and alertmanager/ (the one source); nothing is hand-copied.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+STATE=.monitor
+BIN=.venv/bin
+
+start() {  # name, command...
+  local name=$1; shift
+  if [ -f "$STATE/$name.pid" ] && kill -0 "$(cat "$STATE/$name.pid")" 2>/dev/null; then
+    echo "$name already running (pid $(cat "$STATE/$name.pid"))"; return
+  fi
+  setsid "$@" >"$STATE/$name.log" 2>&1 &
+  echo $! >"$STATE/$name.pid"
+}
+
+wait_http() {  # name, url
+  for _ in $(seq 1 120); do
+    if curl -fsS -o /dev/null "$2" 2>/dev/null; then return 0; fi
+    sleep 0.5
+  done
+  echo "$1 did not come up: see $STATE/$1.log" >&2
+  return 1
+}
+
+up() {
+  mkdir -p "$STATE/mail/new" "$STATE/mail/cur" "$STATE/mail/tmp" "$STATE/prometheus-data" "$STATE/alertmanager-data"
+  $BIN/python prometheus/render_local.py --out "$STATE/prometheus.yml" \
+    --target pet-classifier=127.0.0.1:8000 --target prometheus=127.0.0.1:9090 \
+    --target alertmanager=127.0.0.1:9093 --alertmanager 127.0.0.1:9093 ${FAST:+--interval 5s}
+  $BIN/python alertmanager/render_local.py --smtp 127.0.0.1:1025 --out "$STATE/alertmanager.yml" ${FAST:+--fast}
+  start smtp $BIN/python -m aiosmtpd -n -l 127.0.0.1:1025 -c aiosmtpd.handlers.Mailbox "$STATE/mail"
+  start service env PORT=8000 PROMETHEUS_MULTIPROC_DIR="$PWD/$STATE/prometheus-multiproc" $BIN/gunicorn -c gunicorn.conf.py
+  start alertmanager prometheus-alertmanager --config.file="$STATE/alertmanager.yml" \
+    --storage.path="$STATE/alertmanager-data" --web.listen-address=127.0.0.1:9093 --cluster.listen-address=
+  start prometheus prometheus --config.file="$STATE/prometheus.yml" --storage.tsdb.path="$STATE/prometheus-data" \
+    --web.listen-address=127.0.0.1:9090 --web.enable-lifecycle
+  start mlflow $BIN/mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5001
+  wait_http service http://127.0.0.1:8000/ready
+  wait_http prometheus http://127.0.0.1:9090/-/ready
+  wait_http alertmanager http://127.0.0.1:9093/-/ready
+  cat <<EOT
+monitoring stack up (logs in $STATE/):
+  service       http://127.0.0.1:8000      (landing page, /docs, /metrics)
+  prometheus    http://127.0.0.1:9090/alerts
+  alertmanager  http://127.0.0.1:9093
+  smtp sink     127.0.0.1:1025 → $STATE/mail (make mail)
+  mlflow        http://127.0.0.1:5001
+stop it with: make monitor-down
+EOT
+}
+
+down() {
+  for name in prometheus alertmanager service smtp mlflow; do
+    if [ -f "$STATE/$name.pid" ]; then
+      pid=$(cat "$STATE/$name.pid")
+      if kill -0 "$pid" 2>/dev/null; then kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid"; echo "stopped $name"; fi
+      rm -f "$STATE/$name.pid"
+    fi
+  done
+}
+
+mail() {
+  $BIN/python - "$STATE/mail" <<'PY'
+import mailbox, sys
+box = mailbox.Maildir(sys.argv[1], create=False)
+for key, msg in sorted(box.items(), key=lambda kv: kv[1].get_date())[-10:]:
+    print(f"{msg['Date']}  {msg['To']}  {msg['Subject']}")
+PY
+}
+
+case "${1:-}" in
+  up) up ;;
+  down) down ;;
+  mail) mail ;;
+  *) echo "usage: $0 up|down|mail" >&2; exit 2 ;;
+esac
