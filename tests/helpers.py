@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 from ml.config import SplitParams
@@ -31,3 +34,14 @@ def write_params(path: Path, overrides: dict[str, Any] | None = None, source: Pa
 def prepared(source: Path, out: Path) -> Path:
     prepare(source, out, 42, SplitParams(), workers=1)
     return out / "manifest.csv"
+
+
+def require_tool(name: str) -> str:
+    """A binary the test drives: skipped on a laptop without it, a failure under CI=true."""
+    found = shutil.which(name) or (name if Path(name).is_file() else None)
+    if found:
+        return found
+    message = f"{name} is needed (make system-deps installs it)"
+    if os.environ.get("CI") == "true":
+        pytest.fail(message)
+    pytest.skip(message)

@@ -5,8 +5,6 @@ inhibition rule silencing what it should and nothing else."""
 from __future__ import annotations
 
 import datetime as dt
-import os
-import shutil
 import subprocess
 import time
 from collections.abc import Iterator
@@ -16,20 +14,11 @@ import pytest
 import requests
 import yaml
 
+from tests.helpers import require_tool as tool
 from tests.service.server import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG = ROOT / "alertmanager" / "alertmanager.yml"
-
-
-def tool(name: str) -> str:
-    found = shutil.which(name) or (name if Path(name).is_file() else None)
-    if found:
-        return found
-    message = f"{name} is needed (make system-deps installs Debian's prometheus-alertmanager)"
-    if os.environ.get("CI") == "true":
-        pytest.fail(message)
-    pytest.skip(message)
 
 
 def test_amtool_accepts_the_config_and_templates() -> None:

@@ -4,29 +4,18 @@ silent one)."""
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 import yaml
+
+from tests.helpers import require_tool as tool
 
 ROOT = Path(__file__).resolve().parent.parent
 RULES = sorted((ROOT / "prometheus" / "rules").glob("*.yml"))
 RULE_TESTS = sorted((ROOT / "prometheus" / "tests").glob("*_test.yml"))
-
-
-def tool(name: str) -> str:
-    found = shutil.which(name)
-    if found:
-        return found
-    message = f"{name} is needed (make system-deps installs Debian's prometheus packages)"
-    if os.environ.get("CI") == "true":
-        pytest.fail(message)
-    pytest.skip(message)
 
 
 def alerts() -> list[dict[str, object]]:

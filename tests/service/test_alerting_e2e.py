@@ -24,8 +24,8 @@ import requests
 import yaml
 from aiosmtpd.controller import Controller
 
+from tests.helpers import require_tool as tool
 from tests.service.server import ROOT, free_port, gunicorn
-from tests.test_alertmanager import tool
 
 pytestmark = pytest.mark.integration
 
@@ -104,6 +104,20 @@ def render_local() -> Any:
     return load_script(ROOT / "prometheus" / "render_local.py").render
 
 
+def prometheus(stack: ExitStack, tmp: Path, api_port: int, port: int, alertmanager: str = "127.0.0.1:9") -> None:
+    """Real Prometheus on loopback with the project's rules (made fast), scraping the service."""
+    targets = {"pet-classifier": [f"127.0.0.1:{api_port}"]}
+    config = render_local()(targets, alertmanager, "1s", fast_rules(tmp / "rules"))
+    (tmp / "prometheus.yml").write_text(yaml.safe_dump(config))
+    command = [
+        tool("prometheus"),
+        f"--config.file={tmp / 'prometheus.yml'}",
+        f"--storage.tsdb.path={tmp / 'tsdb'}",
+        f"--web.listen-address=127.0.0.1:{port}",
+    ]
+    stack.enter_context(process(command, tmp / "prometheus.log", f"http://127.0.0.1:{port}/-/ready"))
+
+
 def mails(sink: Sink, status: str) -> list[Message]:
     return [
         m for m in sink.messages if f"[{status}" in str(m["Subject"]) and "PetClassifierApiDown" in str(m["Subject"])
@@ -116,7 +130,7 @@ def body(message: Message) -> str:
 
 
 def test_api_down_email_and_resolved_email(tiny_model: Path, tmp_path: Path) -> None:
-    prometheus_bin, alertmanager_bin = tool("prometheus"), tool("/usr/bin/prometheus-alertmanager")
+    alertmanager_bin = tool("/usr/bin/prometheus-alertmanager")
     sink = Sink()
     smtp_port, am_port, prom_port, api_port = free_port(), free_port(), free_port(), free_port()
     controller = Controller(sink, hostname="127.0.0.1", port=smtp_port)
@@ -137,25 +151,7 @@ def test_api_down_email_and_resolved_email(tiny_model: Path, tmp_path: Path) -> 
                     f"http://127.0.0.1:{am_port}/-/ready",
                 )
             )
-            config = render_local()(
-                {"pet-classifier": [f"127.0.0.1:{api_port}"]},
-                f"127.0.0.1:{am_port}",
-                "1s",
-                fast_rules(tmp_path / "rules"),
-            )
-            (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
-            stack.enter_context(
-                process(
-                    [
-                        prometheus_bin,
-                        f"--config.file={tmp_path / 'prometheus.yml'}",
-                        f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-                        f"--web.listen-address=127.0.0.1:{prom_port}",
-                    ],
-                    tmp_path / "prometheus.log",
-                    f"http://127.0.0.1:{prom_port}/-/ready",
-                )
-            )
+            prometheus(stack, tmp_path, api_port, prom_port, alertmanager=f"127.0.0.1:{am_port}")
 
             def target_up() -> bool:
                 result = requests.get(

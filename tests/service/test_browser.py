@@ -2,30 +2,19 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 from pathlib import Path
 
 import pytest
 
+from tests.helpers import require_tool
 from tests.service.server import ROOT, gunicorn
 
 ARTIFACTS = ROOT / "build" / "test-artifacts"
 
 
-def require_browser() -> tuple[str, str]:
-    chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
-    if chromium and driver:
-        return chromium, driver
-    message = "chromium and chromedriver are needed (make system-deps installs them)"
-    if os.environ.get("CI") == "true":
-        pytest.fail(message)
-    pytest.skip(message)
-
-
 @pytest.mark.integration
 def test_upload_a_cat_photo_through_the_page(real_photos: Path, tmp_path: Path) -> None:
-    chromium, driver_path = require_browser()
+    chromium, driver_path = require_tool("chromium"), require_tool("chromedriver")
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By

@@ -17,8 +17,7 @@ import yaml
 
 from tests.conftest import jpeg_bytes
 from tests.service.server import ROOT, free_port, gunicorn
-from tests.service.test_alerting_e2e import fast_rules, process, render_local
-from tests.test_alertmanager import tool
+from tests.service.test_alerting_e2e import prometheus
 
 DASHBOARDS = sorted((ROOT / "grafana" / "dashboards").glob("*.json"))
 DATASOURCE_UID = yaml.safe_load((ROOT / "grafana" / "provisioning" / "datasources" / "prometheus.yml").read_text())[
@@ -56,27 +55,11 @@ def test_dashboards_are_valid_provisioning_json() -> None:
 
 @pytest.mark.integration
 def test_every_panel_query_returns_data_after_real_traffic(tiny_model: Path, tmp_path: Path) -> None:
-    prometheus_bin = tool("prometheus")
     prom_port, api_port = free_port(), free_port()
     with ExitStack() as stack:
         (tmp_path / "svc").mkdir()
         server = stack.enter_context(gunicorn(tmp_path / "svc", tiny_model, workers=2, port=api_port))
-        config = render_local()(
-            {"pet-classifier": [f"127.0.0.1:{api_port}"]}, "127.0.0.1:9", "1s", fast_rules(tmp_path / "rules")
-        )
-        (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
-        stack.enter_context(
-            process(
-                [
-                    prometheus_bin,
-                    f"--config.file={tmp_path / 'prometheus.yml'}",
-                    f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-                    f"--web.listen-address=127.0.0.1:{prom_port}",
-                ],
-                tmp_path / "prometheus.log",
-                f"http://127.0.0.1:{prom_port}/-/ready",
-            )
-        )
+        prometheus(stack, tmp_path, api_port, prom_port)
         queries = [
             (path.stem, p["title"], t["expr"])
             for path in DASHBOARDS
