@@ -72,6 +72,7 @@ def _request_hooks(app: Flask) -> None:
     @app.after_request
     def _finish(response: Response) -> Response:
         response.headers["X-Request-ID"] = g.get("request_id", "")
+        g.status = response.status_code  # for the access line written at teardown
         return response
 
     @app.teardown_request
@@ -91,8 +92,3 @@ def _request_hooks(app: Flask) -> None:
                 "latency_ms": round((time.perf_counter() - g.started) * 1000, 3),
             },
         )
-
-    @app.after_request
-    def _status(response: Response) -> Response:
-        g.status = response.status_code
-        return response

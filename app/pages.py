@@ -37,8 +37,8 @@ def load_openapi(service_version: str) -> dict[str, Any]:
 @bp.get("/")
 def index() -> Response | str:
     classifier: Classifier = current_app.extensions["classifier"]
-    best = request.accept_mimetypes.best_match(["application/json", "text/html"], default="application/json")
-    if best == "text/html" and request.accept_mimetypes["text/html"] > request.accept_mimetypes["application/json"]:
+    # Browsers rank text/html above */*; curl and API clients get JSON.
+    if request.accept_mimetypes.best_match(["application/json", "text/html"]) == "text/html":
         return render_template("index.html", model_version=classifier.version or "not loaded")
     return jsonify(
         name="Cats vs Dogs classifier",

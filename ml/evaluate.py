@@ -131,7 +131,6 @@ def main(argv: list[str] | None = None) -> int:
         else:
             root = args.source or Path(load_params(args.params).data.source)
             items = [(root / r.path, CLASSES.index(r.label)) for r in select(read_manifest(args.manifest), args.split)]
-        torch.set_num_threads(max(1, torch.get_num_threads()))
         figures, prob_dog = evaluate(release, items, args.workers)
     except (ModelLoadError, DataError, ConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -25,7 +25,7 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
 from ml import tracking
-from ml.artifact import ModelLoadError, load_release, read_card
+from ml.artifact import ModelLoadError, load_release
 from ml.config import ConfigError, GateParams, Params, load_params
 from ml.data import DataError, file_sha256, read_manifest, select
 from ml.models import CLASSES
@@ -125,8 +125,7 @@ def champion_accuracy(
 
 
 def promote(params: Params, model_dir: Path, manifest: Path, source: Path) -> GateResult:
-    card = read_card(model_dir)
-    load_release(model_dir)  # refuse a model whose weights do not match its card
+    card = load_release(model_dir).card  # refuses weights that do not match their card
     manifest_sha = file_sha256(manifest)
     if card.get("data", {}).get("manifest_sha256") != manifest_sha:
         raise DataError(
@@ -158,8 +157,7 @@ def promote(params: Params, model_dir: Path, manifest: Path, source: Path) -> Ga
 
 def register_release(params: Params, model_dir: Path) -> str:
     """Register without gating (the Train stage); returns 'Name vN'."""
-    card = read_card(model_dir)
-    load_release(model_dir)
+    card = load_release(model_dir).card
     tracking.configure(params.mlflow.experiment)
     client = MlflowClient()
     run_id = ensure_run(client, card, model_dir, params.mlflow.experiment)
