@@ -15,5 +15,5 @@ USER app
 ENV HOST=0.0.0.0 PORT=8000 MODEL_DIR=/srv/models
 EXPOSE 8000
 HEALTHCHECK --interval=30s --timeout=3s CMD python -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/health')"
-# The exact command the end-to-end service tests start (tests/service/server.py).
+# The exact command the end-to-end service tests start (app/local_server.py).
 CMD ["gunicorn", "-c", "gunicorn.conf.py"]

@@ -34,6 +34,7 @@ import torch
 from PIL import Image
 
 from app.inference import Classifier
+from app.local_server import gunicorn
 from ml.artifact import load_release, predict_proba
 from ml.images import normalise, open_rgb, to_tensor
 
@@ -170,8 +171,6 @@ def rss_kib(pid: int) -> tuple[int, int]:
 
 
 def bench_server(model_dir: Path, files: list[Path], workers: int, seconds: int, raw: float) -> None:
-    from tests.service.server import gunicorn
-
     if not shutil.which("wrk"):
         raise SystemExit("wrk is not installed: run `make system-deps`")
     with tempfile.TemporaryDirectory() as tmp:

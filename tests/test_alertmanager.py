@@ -14,8 +14,8 @@ import pytest
 import requests
 import yaml
 
+from app.local_server import free_port
 from tests.helpers import require_tool as tool
-from tests.service.server import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG = ROOT / "alertmanager" / "alertmanager.yml"

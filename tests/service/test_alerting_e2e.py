@@ -24,8 +24,8 @@ import requests
 import yaml
 from aiosmtpd.controller import Controller
 
+from app.local_server import ROOT, free_port, gunicorn
 from tests.helpers import require_tool as tool
-from tests.service.server import ROOT, free_port, gunicorn
 
 pytestmark = pytest.mark.integration
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from app.local_server import ROOT, gunicorn
 from tests.helpers import require_tool
-from tests.service.server import ROOT, gunicorn
 
 ARTIFACTS = ROOT / "build" / "test-artifacts"
 

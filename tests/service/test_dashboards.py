@@ -15,8 +15,8 @@ import pytest
 import requests
 import yaml
 
+from app.local_server import ROOT, free_port, gunicorn
 from tests.conftest import jpeg_bytes
-from tests.service.server import ROOT, free_port, gunicorn
 from tests.service.test_alerting_e2e import prometheus
 
 DASHBOARDS = sorted((ROOT / "grafana" / "dashboards").glob("*.json"))

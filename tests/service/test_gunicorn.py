@@ -12,8 +12,8 @@ from pathlib import Path
 
 import requests
 
+from app.local_server import gunicorn
 from tests.conftest import jpeg_bytes
-from tests.service.server import gunicorn
 
 N = 24
 

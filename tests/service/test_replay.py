@@ -5,9 +5,9 @@ from pathlib import Path
 import pytest
 import requests
 
+from app.local_server import gunicorn
 from app.replay import main as replay_main
 from tests.helpers import prepared
-from tests.service.server import gunicorn
 
 
 def feedback_counts(url: str) -> dict[str, float]:

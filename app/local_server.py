@@ -1,4 +1,6 @@
-"""Start the real Gunicorn server on a free loopback port, bounded in time, always stopped."""
+"""Start the real Gunicorn server on a free loopback port, bounded in time, always stopped.
+
+Used by `make bench-serve` and by the tests that need the real server."""
 
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ from pathlib import Path
 
 import requests
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 # Exactly what the Docker image runs (see the Dockerfile's CMD) and what `make serve` runs.
 GUNICORN_CMD = ["gunicorn", "-c", "gunicorn.conf.py"]
 
