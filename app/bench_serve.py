@@ -94,10 +94,17 @@ def bench_inference_options(model_dir: Path) -> None:
         with torch.inference_mode():
             return torch.softmax(traced(normalise(x, release.mean, release.std)), 1)
 
+    compiled = torch.compile(model, dynamic=False)  # inductor: needs a C++ compiler at run time
+
+    def inductor() -> torch.Tensor:
+        with torch.inference_mode():
+            return torch.softmax(compiled(normalise(x, release.mean, release.std)), 1)
+
     options: dict[str, Callable[[], torch.Tensor]] = {
         "no_grad (eager)": eager,
         "inference_mode (service)": lambda: predict_proba(release, x),
         "TorchScript frozen": jit,
+        "torch.compile (inductor)": inductor,
     }
     if hasattr(model, "net"):  # the EfficientNet: compare with the default NCHW layout
         nchw: Any = copy.deepcopy(model).to(memory_format=torch.contiguous_format)
