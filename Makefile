@@ -19,13 +19,20 @@ PORT ?= 8000
 APT_PACKAGES := chromium chromium-driver wrk prometheus prometheus-alertmanager
 APT_BINARIES := chromium chromedriver wrk promtool amtool
 
-.PHONY: help setup system-deps lint format test test-unit data train evaluate register validate serve \
-	mlflow-ui bench-train bench-serve replay monitor-up monitor-down mail pipeline clean
+# Build parameters (Jenkins passes its build buttons as these; 1/true and 0/false both work).
+SKIP_TRAINING ?= 0
+truthy = $(filter 1 true yes on,$(shell printf '%s' '$(1)' | tr '[:upper:]' '[:lower:]'))
+# The Jenkinsfile linter (npm-groovy-lint, pinned in deploy/jenkins/package-lock.json).
+NODE_TOOLS := deploy/jenkins/node_modules/.installed
+
+.PHONY: help setup system-deps node-tools lint format test test-unit checkout data train evaluate register \
+	validate image push deploy smoke status logs port-forward alerts kind-down serve mlflow-ui bench-train \
+	bench-serve replay monitor-up monitor-down mail pipeline clean
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  \033[1m%-14s\033[0m %s\n", $$1, $$2}'
 
-$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
+$(STAMP): requirements.txt requirements-serve.txt requirements-dev.txt pyproject.toml
 	@[ -x $(PY) ] || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q -r requirements.txt -r requirements-dev.txt
 	$(PY) -m pip install -q --no-deps -e .
@@ -40,29 +47,53 @@ system-deps: ## Install the Debian packages tests drive (chromium, wrk, promethe
 		echo "note: $$missing missing and not root: the tests that need them will skip"; exit 0; fi; \
 	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(APT_PACKAGES)
 
-lint: $(STAMP) ## ruff check, ruff format --check, mypy on app/ and ml/
+$(NODE_TOOLS): deploy/jenkins/package.json deploy/jenkins/package-lock.json
+	npm ci --prefix deploy/jenkins --no-audit --no-fund --loglevel=error
+	@touch $@
+
+node-tools: $(NODE_TOOLS) ## Install the pinned npm tools (npm-groovy-lint for the Jenkinsfile)
+
+lint: $(STAMP) ## ruff, ruff format --check, mypy (app/, ml/), shellcheck (scripts), hadolint (Dockerfiles)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/shellcheck deploy/*.sh .ci/run
+	$(BIN)/hadolint Dockerfile deploy/jenkins/Dockerfile
 
 format: $(STAMP) ## Apply ruff's fixes and formatting
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-test: lint system-deps ## Everything CI checks: lint, unit, integration and service tests
+test: lint system-deps node-tools ## Everything CI checks: lint, unit, integration, service and delivery tests
 	@mkdir -p build
 	$(PY) -m pytest --junitxml=build/junit.xml
 
-test-unit: $(STAMP) ## Tests that need neither real photos nor other binaries
-	$(PY) -m pytest -m "not integration"
+test-unit: $(STAMP) ## Tests that need no real photos (JUnit and coverage reports in build/)
+	@mkdir -p build
+	$(PY) -m pytest -m "not integration" --junitxml=build/junit-unit.xml \
+		--cov=app --cov=ml --cov-report=term:skip-covered --cov-report=xml:build/coverage.xml
+
+checkout: ## Record what is being built (commit, branch, clean tree) in build/build-info.json
+	@mkdir -p build
+	@commit=$$(git rev-parse HEAD); branch=$${BRANCH_NAME:-$${GIT_BRANCH:-$$(git rev-parse --abbrev-ref HEAD)}}; \
+	dirty=$$(git status --porcelain --untracked-files=no | wc -l); \
+	printf '{"commit": "%s", "branch": "%s", "uncommitted_changes": %s}\n' "$$commit" "$${branch#origin/}" "$$dirty" \
+		> build/build-info.json; \
+	echo "building $$commit on $${branch#origin/} ($$dirty files with uncommitted changes)"
 
 data: $(STAMP) ## Find (or download) the photos and run the prepare stage
 	$(PY) -m ml.download
 	$(DVC) repro prepare
 
-train: data ## prepare → train → evaluate (DVC), then register the model in MLflow
+train: data ## prepare → train → evaluate (DVC) and register; SKIP_TRAINING=1 ships @champion instead
+ifneq ($(call truthy,$(SKIP_TRAINING)),)
+	$(PY) -m ml.registry export-champion
+	$(PY) -m ml.evaluate --manifest data/prepared/manifest.csv --split test --model models \
+		--metrics metrics.json --reports reports
+else
 	$(DVC) repro evaluate
 	$(PY) -m ml.registry register
+endif
 
 evaluate: data ## Evaluate models/ on the test split (metrics.json, plots)
 	$(DVC) repro evaluate
@@ -71,8 +102,36 @@ evaluate: data ## Evaluate models/ on the test split (metrics.json, plots)
 register: $(STAMP) ## Register models/ as a version of CatsDogsClassifier
 	$(PY) -m ml.registry register
 
-validate: data ## Quality gate: models/ vs @champion; moves the alias or fails
-	$(PY) -m ml.registry promote
+validate: data ## Quality gate: models/ vs @champion; moves the alias or fails the build
+	@mkdir -p build
+	$(PY) -m ml.registry promote --report build/gate.json
+
+image: $(STAMP) ## Docker Build: the serving image, tagged <git sha> and <model version>, Trivy-scanned
+	deploy/image.sh build
+
+push: $(STAMP) ## Push the image to GHCR (GHCR_USER/GHCR_TOKEN); :latest only from main
+	deploy/image.sh push
+
+deploy: $(STAMP) ## Kind: create, load, apply deploy/k8s, wait for the rollout (else the local stack)
+	deploy/cluster.sh deploy
+
+smoke: $(STAMP) ## /health, /ready, a known cat and dog, /metrics; in Kind a failure rolls back
+	deploy/cluster.sh smoke
+
+status: ## Pods, HPA, image and model version (or the local stack's processes)
+	deploy/cluster.sh status
+
+logs: ## Follow the API's logs
+	deploy/cluster.sh logs
+
+port-forward: ## kubectl port-forward the API, Prometheus, Grafana and Alertmanager
+	deploy/cluster.sh port-forward
+
+alerts: ## What is firing now (amtool against Alertmanager)
+	deploy/cluster.sh alerts
+
+kind-down: ## Delete the Kind cluster
+	deploy/cluster.sh down
 
 serve: $(STAMP) ## The production server (Gunicorn, as in the image) on 127.0.0.1:$$PORT
 	PORT=$(PORT) $(BIN)/gunicorn -c gunicorn.conf.py
@@ -98,13 +157,8 @@ monitor-down: ## Stop the local monitoring stack
 mail: $(STAMP) ## The last emails the local SMTP sink received
 	deploy/local-stack.sh mail
 
-pipeline: ## The main job with local defaults (stages so far: setup, lint, tests, data, train, validate)
-	$(MAKE) setup
-	$(MAKE) lint
-	$(MAKE) test-unit
-	$(MAKE) data
-	$(MAKE) train
-	$(MAKE) validate
+pipeline: ## The main job's 11 stages, as Jenkins runs them (SKIP_TRAINING=1, DEPLOY=0, IMAGE_TAG=...)
+	$(PYTHON) deploy/pipeline.py
 
 clean: ## Remove caches and build output (keeps .venv, data and MLflow runs)
 	rm -rf build .pytest_cache .mypy_cache .ruff_cache reports/*.tmp

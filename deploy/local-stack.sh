@@ -63,6 +63,19 @@ down() {
   done
 }
 
+status() {
+  for name in service prometheus alertmanager smtp mlflow; do
+    if [ -f "$STATE/$name.pid" ] && kill -0 "$(cat "$STATE/$name.pid")" 2>/dev/null; then
+      echo "$name: running (pid $(cat "$STATE/$name.pid"))"
+    else
+      echo "$name: not running"
+    fi
+  done
+  if curl -fsS http://127.0.0.1:8000/version >"$STATE/version.json" 2>/dev/null; then
+    $BIN/python -c 'import json, sys; v = json.load(open(sys.argv[1])); print("model:", v["model_version"])' "$STATE/version.json"
+  fi
+}
+
 mail() {
   $BIN/python - "$STATE/mail" <<'PY'
 import mailbox, sys
@@ -76,5 +89,6 @@ case "${1:-}" in
   up) up ;;
   down) down ;;
   mail) mail ;;
-  *) echo "usage: $0 up|down|mail" >&2; exit 2 ;;
+  status) status ;;
+  *) echo "usage: $0 up|down|status|mail" >&2; exit 2 ;;
 esac

@@ -3,6 +3,7 @@
     python -m ml.registry register  # register models/ as a version of CatsDogsClassifier
     python -m ml.registry promote   # register, gate it against @champion, move the alias if it passes
     python -m ml.registry show      # the registered versions and which one is champion
+    python -m ml.registry export-champion  # put @champion's artifact in models/ (SKIP_TRAINING)
 
 The gate passes a candidate when its test accuracy reaches ``gate.min_accuracy`` and is not
 worse than the champion's, on the same test manifest, by more than ``gate.max_regression``.
@@ -13,9 +14,10 @@ Aliases are used throughout; the deprecated registry stages never are.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +30,7 @@ from ml import tracking
 from ml.artifact import ModelLoadError, load_release
 from ml.config import ConfigError, GateParams, Params, load_params
 from ml.data import DataError, file_sha256, read_manifest, select
+from ml.fileio import write_json
 from ml.models import CLASSES
 
 
@@ -184,13 +187,33 @@ def show(params: Params) -> None:
         )
 
 
+def export_champion(params: Params, out: Path) -> str:
+    """Ship the current champion unchanged (the Train stage when training is skipped): its
+    artifact replaces models/, each file renamed into place after its sha256 was checked."""
+    tracking.configure(params.mlflow.experiment)
+    client = MlflowClient()
+    name, alias = params.mlflow.registered_model, params.mlflow.alias
+    try:
+        champ = client.get_model_version_by_alias(name, alias)
+    except MlflowException:
+        raise ModelLoadError(f"there is no {name}@{alias} to ship: run the pipeline with training first") from None
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out) as tmp:
+        local = Path(mlflow.artifacts.download_artifacts(run_id=champ.run_id, artifact_path="model", dst_path=tmp))
+        release = load_release(local)  # refuses weights that do not match their card
+        for file in ("model.safetensors", "model.json"):
+            os.replace(local / file, out / file)
+    return f"{name}@{alias} v{champ.version} ({release.version})"
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="Model registry and quality gate.")
-    ap.add_argument("command", choices=["register", "promote", "show"])
+    ap.add_argument("command", choices=["register", "promote", "show", "export-champion"])
     ap.add_argument("--params", type=Path, default=Path("params.yaml"))
     ap.add_argument("--model", type=Path, default=Path("models"))
     ap.add_argument("--manifest", type=Path, default=Path("data/prepared/manifest.csv"))
     ap.add_argument("--source", type=Path, help="photo folder (default: params data.source)")
+    ap.add_argument("--report", type=Path, help="promote: also write the gate's verdict here as JSON")
     args = ap.parse_args(argv)
     try:
         params = load_params(args.params)
@@ -199,6 +222,9 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "register":
             print(f"registered {register_release(params, args.model)}")
+            return 0
+        if args.command == "export-champion":
+            print(f"training skipped: shipping {export_champion(params, args.model)} from models/")
             return 0
         result = promote(params, args.model, args.manifest, args.source or Path(params.data.source))
     except (ConfigError, DataError, ModelLoadError) as exc:
@@ -215,6 +241,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     if result.passed:
         print(f"{params.mlflow.registered_model}@{params.mlflow.alias} → v{result.version}")
+    if args.report:
+        write_json(args.report, {"verdict": verdict, **asdict(result)})
     return 0 if result.passed else 1
 
 

@@ -75,7 +75,27 @@ def test_first_pass_fail_and_replace(
     assert champion() == "1"
     assert "no champion" in capsys.readouterr().out
 
-    assert promote(release(tmp_path / "m2", manifest, 0.85, 2), manifest, params) == 1
+    report = tmp_path / "gate.json"
+    model2 = release(tmp_path / "m2", manifest, 0.85, 2)
+    assert (
+        registry_main(
+            [
+                "promote",
+                "--model",
+                str(model2),
+                "--manifest",
+                str(manifest),
+                "--params",
+                str(params),
+                "--report",
+                str(report),
+            ]
+        )
+        == 1
+    )
+    verdict = json.loads(report.read_text())
+    assert verdict["verdict"] == "FAILED" and verdict["candidate_accuracy"] == 0.85
+    assert verdict["champion_accuracy"] == 0.9 and verdict["champion_version"] == "1"
     out = capsys.readouterr().out
     assert "gate FAILED" in out and "0.8500" in out and "0.9000" in out  # both figures
     assert champion() == "1"
@@ -135,3 +155,26 @@ def test_champion_from_another_manifest_is_evaluated_again(
     assert promote(release(tmp_path / "m2", new_manifest, 0.9, 2), new_manifest, params) == 0
     err = capsys.readouterr().err
     assert "re-evaluated on this one" in err
+
+
+def test_skip_training_ships_the_champion_into_models(
+    world: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    manifest, params = world
+    shipped = release(tmp_path / "m1", manifest, 0.9, 1)
+    assert promote(shipped, manifest, params) == 0
+    out = release(tmp_path / "models", manifest, 0.85, 2)  # a newer, worse candidate in models/
+    assert registry_main(["export-champion", "--model", str(out), "--params", str(params)]) == 0
+    assert "shipping CatsDogsClassifier@champion v1" in capsys.readouterr().out
+    for name in ("model.safetensors", "model.json"):
+        assert (out / name).read_bytes() == (shipped / name).read_bytes()
+    assert sorted(p.name for p in out.iterdir()) == ["model.json", "model.safetensors"]  # no temp left
+
+
+def test_skip_training_without_a_champion_is_a_clear_error(
+    world: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _, params = world
+    out = tmp_path / "models"
+    assert registry_main(["export-champion", "--model", str(out), "--params", str(params)]) == 2
+    assert "no CatsDogsClassifier@champion to ship" in capsys.readouterr().err

@@ -1,0 +1,191 @@
+#!/usr/bin/env bash
+# Deploy, Smoke Tests and the day-two targets, against the Kind cluster `mlops` or, where
+# Docker or Kind is absent, the local target (deploy/local-stack.sh: the service under
+# Gunicorn and the monitoring stack as processes on loopback).
+#
+#   deploy        kind: create the cluster if absent, kind load the image, create the Secrets,
+#                 apply deploy/k8s (kustomize) and wait for the rollout.  local: restart the stack.
+#   smoke         app/smoke.py against the service; in the cluster a failure rolls the
+#                 Deployment back (kubectl rollout undo) and keeps diagnostics in build/diagnostics.
+#   status | logs | port-forward | alerts | down
+#
+# DEPLOY_TARGET=kind|local|auto (auto: kind where a Docker engine, kind and kubectl all work).
+# Secrets come from the environment (Jenkins withCredentials): SMTP_PASSWORD, and optionally
+# FEEDBACK_SECRET and GRAFANA_ADMIN_PASSWORD (generated once and kept in the cluster if unset).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+mkdir -p build
+CLUSTER=mlops
+NS=mlops
+PY=.venv/bin/python
+
+target() {
+  case "${DEPLOY_TARGET:-auto}" in
+    kind | local) echo "$DEPLOY_TARGET" ;;
+    auto)
+      if command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1 \
+        && command -v kind >/dev/null 2>&1 && command -v kubectl >/dev/null 2>&1; then
+        echo kind
+      else
+        echo local
+      fi ;;
+    *) echo "DEPLOY_TARGET must be kind, local or auto, not '$DEPLOY_TARGET'" >&2; exit 2 ;;
+  esac
+}
+
+record() {  # target, url
+  printf '{"target": "%s", "url": "%s"}\n' "$1" "$2" > build/deploy.json.tmp
+  mv build/deploy.json.tmp build/deploy.json
+}
+
+image() {  # the image the Docker Build stage recorded
+  [ -f build/image.json ] || { echo "build/image.json is missing: run \`make image\` first" >&2; exit 1; }
+  $PY -c 'import json; print(json.load(open("build/image.json"))["image"])'
+}
+
+secret_once() {  # name, key, value-or-empty: create with a random value only when absent
+  local name=$1 key=$2 value=$3
+  if [ -n "$value" ]; then
+    kubectl -n $NS create secret generic "$name" --from-literal="$key=$value" --dry-run=client -o yaml \
+      | kubectl apply -f - >/dev/null
+  elif ! kubectl -n $NS get secret "$name" >/dev/null 2>&1; then
+    kubectl -n $NS create secret generic "$name" --from-literal="$key=$(openssl rand -hex 32)" >/dev/null
+  fi
+}
+
+deploy_kind() {
+  local img; img=$(image)
+  if ! kind get clusters 2>/dev/null | grep -qx "$CLUSTER"; then
+    kind create cluster --config kind-config.yaml --wait 120s
+  fi
+  kubectl config use-context "kind-$CLUSTER" >/dev/null
+  kind load docker-image "$img" --name "$CLUSTER"
+  kubectl apply -f deploy/k8s/namespace.yaml
+  if [ -z "${SMTP_PASSWORD:-}" ]; then
+    echo "warning: SMTP_PASSWORD is not set (Jenkins credential 'smtp-password'): alert emails will fail to send" >&2
+  fi
+  kubectl -n $NS create secret generic alertmanager-smtp --from-literal=smtp-password="${SMTP_PASSWORD:-unset}" \
+    --dry-run=client -o yaml | kubectl apply -f - >/dev/null
+  secret_once pet-classifier-secrets feedback-secret "${FEEDBACK_SECRET:-}"
+  secret_once grafana-admin admin-password "${GRAFANA_ADMIN_PASSWORD:-}"
+  # An overlay that only sets the image built by this job.
+  local overlay=build/k8s-overlay
+  rm -rf "$overlay" && mkdir -p "$overlay"
+  cat >"$overlay/kustomization.yaml" <<EOF
+apiVersion: kustomize.config.k8s.io/v1beta1
+kind: Kustomization
+resources:
+  - ../../deploy/k8s
+images:
+  - name: ghcr.io/pet-classifier/pet-classifier
+    newName: ${img%:*}
+    newTag: ${img##*:}
+EOF
+  kubectl kustomize --load-restrictor LoadRestrictionsNone "$overlay" > build/k8s-rendered.yaml
+  kubectl apply --server-side --force-conflicts -f build/k8s-rendered.yaml
+  kubectl -n $NS rollout status deployment/pet-classifier --timeout=300s
+  record kind "http://127.0.0.1:8080"
+  echo "deployed $img to kind-$CLUSTER: http://127.0.0.1:8080 (or make port-forward)"
+}
+
+deploy_local() {
+  echo "Deploy: no Kind cluster here (Docker engine or kind missing) → LOCAL TARGET: the service under"
+  echo "Gunicorn plus Prometheus, Alertmanager and an SMTP sink as processes on loopback."
+  deploy/local-stack.sh down >/dev/null
+  deploy/local-stack.sh up
+  record local "http://127.0.0.1:8000"
+}
+
+diagnostics() {
+  local dir=build/diagnostics
+  rm -rf "$dir" && mkdir -p "$dir"
+  keep() {  # file, command...: a failing kubectl is written down, not fatal, while we collect
+    local file=$1; shift
+    "$@" >"$dir/$file" 2>&1 || echo "(exit $?: $*)" >>"$dir/$file"
+  }
+  keep events.txt kubectl -n $NS get events --sort-by=.lastTimestamp
+  keep deployment.txt kubectl -n $NS describe deployment/pet-classifier
+  keep pods.txt kubectl -n $NS get pods -o wide
+  for pod in $(kubectl -n $NS get pods -l app.kubernetes.io/name=pet-classifier -o name 2>/dev/null); do
+    keep "${pod#pod/}.log" kubectl -n $NS logs "$pod" --all-containers --tail=500
+  done
+  echo "diagnostics kept in $dir/"
+}
+
+smoke() {
+  if [ "$(target)" = local ]; then
+    $PY -m app.smoke --url http://127.0.0.1:8000
+    return
+  fi
+  local port; port=$($PY -c 'from app.local_server import free_port; print(free_port())')
+  kubectl -n $NS port-forward svc/pet-classifier "$port:80" >build/port-forward.log 2>&1 &
+  local pf=$!
+  trap 'kill $pf 2>/dev/null' RETURN
+  if ! $PY -m app.smoke --url "http://127.0.0.1:$port" --wait 60; then
+    diagnostics
+    echo "smoke tests failed: rolling pet-classifier back" >&2
+    kubectl -n $NS rollout undo deployment/pet-classifier
+    kubectl -n $NS rollout status deployment/pet-classifier --timeout=300s
+    return 1
+  fi
+}
+
+status() {
+  if [ "$(target)" = local ]; then
+    deploy/local-stack.sh status
+    return
+  fi
+  kubectl -n $NS get pods -o wide
+  kubectl -n $NS get hpa pet-classifier
+  kubectl -n $NS get deployment pet-classifier \
+    -o jsonpath='{"image: "}{.spec.template.spec.containers[0].image}{"\n"}'
+  kubectl -n $NS exec deploy/pet-classifier -- python -c \
+    'import json, urllib.request; print("model:", json.load(urllib.request.urlopen("http://127.0.0.1:8000/version"))["model_version"])'
+}
+
+logs() {
+  if [ "$(target)" = local ]; then
+    tail -n 100 -f .monitor/service.log
+  else
+    kubectl -n $NS logs -f -l app.kubernetes.io/name=pet-classifier --all-containers --max-log-requests 10 --prefix
+  fi
+}
+
+port_forward() {
+  if [ "$(target)" = local ]; then
+    echo "local target: everything already listens on loopback (API :8000, Prometheus :9090, Alertmanager :9093)"
+    return
+  fi
+  echo "API http://127.0.0.1:8000  Prometheus :9091  Grafana :3001  Alertmanager :9094  (Ctrl-C stops)"
+  kubectl -n $NS port-forward svc/pet-classifier 8000:80 &
+  kubectl -n $NS port-forward svc/prometheus 9091:9090 &
+  kubectl -n $NS port-forward svc/grafana 3001:3000 &
+  kubectl -n $NS port-forward svc/alertmanager 9094:9093 &
+  trap 'kill $(jobs -p) 2>/dev/null' INT TERM EXIT
+  wait
+}
+
+alerts() {
+  # Kind publishes Alertmanager on the host at :9093 (kind-config.yaml), as the local stack does.
+  amtool alert query --alertmanager.url=http://127.0.0.1:9093 --output=extended
+}
+
+down() {
+  if command -v kind >/dev/null 2>&1 && kind get clusters 2>/dev/null | grep -qx "$CLUSTER"; then
+    kind delete cluster --name "$CLUSTER"
+  else
+    echo "no Kind cluster '$CLUSTER' to delete"
+  fi
+}
+
+case "${1:-}" in
+  deploy) if [ "$(target)" = kind ]; then deploy_kind; else deploy_local; fi ;;
+  smoke) smoke ;;
+  status) status ;;
+  logs) logs ;;
+  port-forward) port_forward ;;
+  alerts) alerts ;;
+  down) down ;;
+  target) target ;;
+  *) echo "usage: $0 deploy|smoke|status|logs|port-forward|alerts|down|target" >&2; exit 2 ;;
+esac

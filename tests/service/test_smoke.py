@@ -1,0 +1,66 @@
+"""`make smoke` (app/smoke.py) against the real server with the release model: it passes when
+the deployment is right and fails, clearly, when it is not."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+
+from app.local_server import ROOT, gunicorn
+from app.smoke import known_photos
+from app.smoke import main as smoke_main
+
+pytestmark = pytest.mark.integration
+PREDICTIONS = ROOT / "reports" / "test_predictions.csv"
+
+
+def test_known_photos_are_confident_right_answers(real_photos: Path) -> None:
+    photos = known_photos(PREDICTIONS, real_photos)
+    assert photos["cat"].parent.name == "Cat" and photos["dog"].parent.name == "Dog"
+
+
+def test_smoke_passes_against_the_release_model(
+    real_photos: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with gunicorn(tmp_path, ROOT / "models", workers=2) as server:
+        code = smoke_main(["--url", server.url, "--source", str(real_photos), "--wait", "5"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    for check in ("health", "ready", "predict cat", "predict dog", "metrics"):
+        assert f"ok  {check}" in out
+
+
+def test_smoke_fails_when_the_service_answers_wrong(
+    real_photos: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A "known cat" that is really a dog: the service (rightly) says dog, and smoke must fail.
+    photos = known_photos(PREDICTIONS, real_photos)
+    swapped = tmp_path / "predictions.csv"
+    with swapped.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["path", "actual", "predicted", "prob_dog"])
+        w.writerow([f"Dog/{photos['dog'].name}", "cat", "cat", "0.0"])
+        w.writerow([f"Dog/{photos['dog'].name}", "dog", "dog", "1.0"])
+    with gunicorn(tmp_path, ROOT / "models", workers=1) as server:
+        code = smoke_main(["--url", server.url, "--source", str(real_photos), "--predictions", str(swapped)])
+    assert code == 1
+    assert "known cat photo" in capsys.readouterr().err
+
+
+def test_smoke_fails_when_the_model_is_not_ready(
+    real_photos: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with gunicorn(tmp_path, tmp_path / "no-model", workers=1) as server:
+        code = smoke_main(["--url", server.url, "--source", str(real_photos)])
+    assert code == 1
+    assert "/ready: 503" in capsys.readouterr().err
+
+
+def test_smoke_says_when_nothing_listens(real_photos: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from app.local_server import free_port
+
+    code = smoke_main(["--url", f"http://127.0.0.1:{free_port()}", "--source", str(real_photos), "--wait", "1"])
+    assert code == 1
+    assert "did not answer within 1 s" in capsys.readouterr().err

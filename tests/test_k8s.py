@@ -1,0 +1,315 @@
+"""deploy/k8s as kustomize renders it: valid against the Kubernetes OpenAPI schemas (strict),
+and the policies and cross-references a reviewer would check by hand."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from tests.helpers import require_tool
+
+ROOT = Path(__file__).resolve().parent.parent
+WORKLOADS = {"Deployment", "DaemonSet", "StatefulSet"}
+Doc = dict[str, Any]
+
+
+@pytest.fixture(scope="module")
+def docs() -> list[Doc]:
+    kubectl = require_tool("kubectl")
+    out = subprocess.run(
+        [kubectl, "kustomize", "--load-restrictor", "LoadRestrictionsNone", "deploy/k8s"],
+        cwd=ROOT, capture_output=True, text=True, check=True, timeout=120,
+    ).stdout  # fmt: skip
+    return [d for d in yaml.safe_load_all(out) if d]
+
+
+def find(docs: list[Doc], kind: str, name: str) -> Doc:
+    matches = [d for d in docs if d["kind"] == kind and d["metadata"]["name"] == name]
+    assert len(matches) == 1, f"{kind}/{name}: {len(matches)} found"
+    return matches[0]
+
+
+def workloads(docs: list[Doc]) -> Iterator[Doc]:
+    return (d for d in docs if d["kind"] in WORKLOADS)
+
+
+def containers(workload: Doc) -> list[Doc]:
+    spec = workload["spec"]["template"]["spec"]
+    return [*spec.get("initContainers", []), *spec["containers"]]
+
+
+def configmap_by_prefix(docs: list[Doc], prefix: str) -> Doc:
+    hashed = re.compile(prefix + r"-[a-z0-9]{10}")  # kustomize's content-hash suffix
+    matches = [d for d in docs if d["kind"] == "ConfigMap" and hashed.fullmatch(d["metadata"]["name"])]
+    assert len(matches) == 1, prefix
+    return matches[0]
+
+
+def test_everything_validates_strictly_against_current_kubernetes(docs: list[Doc]) -> None:
+    version = kubernetes_validate.latest_version()
+    assert len(docs) >= 35
+    for doc in docs:
+        kubernetes_validate.validate(doc, version, strict=True)
+
+
+def test_the_schema_check_can_fail(docs: list[Doc]) -> None:
+    bad = yaml.safe_load(yaml.safe_dump(find(docs, "Deployment", "pet-classifier")))
+    bad["spec"]["template"]["spec"]["containers"][0]["readinessProbes"] = {}
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(bad, kubernetes_validate.latest_version(), strict=True)
+
+
+def test_the_api_deployment(docs: list[Doc]) -> None:
+    dep = find(docs, "Deployment", "pet-classifier")
+    assert dep["metadata"]["namespace"] == "mlops"
+    assert dep["spec"]["replicas"] == 2
+    assert dep["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+    pod = dep["spec"]["template"]["spec"]
+    (api,) = pod["containers"]
+    assert api["image"].startswith("ghcr.io/") and api["image"].rsplit(":", 1)[1] not in {"", "latest"}
+    assert api["readinessProbe"]["httpGet"]["path"] == "/ready"
+    assert api["startupProbe"]["httpGet"]["path"] == "/ready"
+    assert api["livenessProbe"]["httpGet"]["path"] == "/health"
+    assert pod["topologySpreadConstraints"][0]["topologyKey"] == "kubernetes.io/hostname"
+    mounts = {m["mountPath"] for m in api["volumeMounts"]}
+    settings = configmap_by_prefix(docs, "pet-classifier-config")["data"]
+    assert {"/tmp", settings["PROMETHEUS_MULTIPROC_DIR"]} <= mounts  # writable places on a read-only root
+
+
+def test_termination_grace_covers_prestop_and_gunicorn_drain(docs: list[Doc]) -> None:
+    dep = find(docs, "Deployment", "pet-classifier")
+    pod = dep["spec"]["template"]["spec"]
+    pre_stop = pod["containers"][0]["lifecycle"]["preStop"]["exec"]["command"]
+    assert pre_stop[0] == "sleep"
+    graceful = int(configmap_by_prefix(docs, "pet-classifier-config")["data"]["GRACEFUL_TIMEOUT"])
+    assert pod["terminationGracePeriodSeconds"] >= int(pre_stop[1]) + graceful
+
+
+def test_container_port_probes_and_gunicorn_bind_agree(docs: list[Doc]) -> None:
+    settings = configmap_by_prefix(docs, "pet-classifier-config")["data"]
+    env = {**settings, "PROMETHEUS_MULTIPROC_DIR": "/tmp/unused-multiproc"}
+    code = "import runpy; print(runpy.run_path('gunicorn.conf.py')['bind'])"
+    bind = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env={"PATH": "/usr/bin:/bin", **env}, capture_output=True, text=True
+    )
+    assert bind.returncode == 0, bind.stderr
+    host, port = bind.stdout.strip().rsplit(":", 1)
+    api = find(docs, "Deployment", "pet-classifier")["spec"]["template"]["spec"]["containers"][0]
+    (http,) = api["ports"]
+    assert host == "0.0.0.0" and int(port) == http["containerPort"]
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert api[probe]["httpGet"]["port"] in (http["name"], http["containerPort"])
+
+
+def test_every_container_has_resources_probes_and_a_locked_down_security_context(docs: list[Doc]) -> None:
+    seen = 0
+    for w in workloads(docs):
+        pod = w["spec"]["template"]["spec"]
+        assert pod["securityContext"]["runAsNonRoot"] is True, w["metadata"]["name"]
+        assert pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
+        assert not pod.get("hostNetwork") and not pod.get("hostPID")
+        for c in containers(w):
+            seen += 1
+            where = f"{w['metadata']['name']}/{c['name']}"
+            for kind in ("requests", "limits"):
+                assert {"cpu", "memory"} <= c["resources"][kind].keys(), where
+            assert "readinessProbe" in c and "livenessProbe" in c, where
+            sc = c["securityContext"]
+            assert sc["allowPrivilegeEscalation"] is False, where
+            assert sc["readOnlyRootFilesystem"] is True, where
+            assert sc["capabilities"]["drop"] == ["ALL"] and not sc["capabilities"].get("add"), where
+            assert not sc.get("privileged"), where
+            assert c["image"].split(":")[-1] not in {"latest", c["image"]}, f"{where}: unpinned image"
+    assert seen == 7
+
+
+def test_service_selectors_and_target_ports_match_pods(docs: list[Doc]) -> None:
+    for svc in (d for d in docs if d["kind"] == "Service"):
+        ns = svc["metadata"].get("namespace")
+        selector = svc["spec"]["selector"]
+        pods = [
+            w for w in workloads(docs)
+            if w["metadata"].get("namespace") == ns
+            and selector.items() <= w["spec"]["template"]["metadata"]["labels"].items()
+        ]  # fmt: skip
+        assert pods, f"Service {svc['metadata']['name']} selects no pods"
+        ports = {p.get("name") for w in pods for c in containers(w) for p in c.get("ports", [])}
+        ports |= {p["containerPort"] for w in pods for c in containers(w) for p in c.get("ports", [])}
+        for p in svc["spec"]["ports"]:
+            assert p["targetPort"] in ports, f"{svc['metadata']['name']}: targetPort {p['targetPort']}"
+
+
+def test_workload_selectors_match_their_templates(docs: list[Doc]) -> None:
+    for w in workloads(docs):
+        labels = w["spec"]["template"]["metadata"]["labels"]
+        assert w["spec"]["selector"]["matchLabels"].items() <= labels.items(), w["metadata"]["name"]
+
+
+def test_hpa_pdb_and_network_policy_target_the_api(docs: list[Doc]) -> None:
+    hpa = find(docs, "HorizontalPodAutoscaler", "pet-classifier")
+    ref = hpa["spec"]["scaleTargetRef"]
+    dep = find(docs, ref["kind"], ref["name"])
+    assert ref["apiVersion"] == "apps/v1" and dep["metadata"]["namespace"] == hpa["metadata"]["namespace"]
+    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (2, 5)
+    (metric,) = hpa["spec"]["metrics"]
+    assert metric["resource"]["name"] == "cpu" and metric["resource"]["target"]["type"] == "Utilization"
+    labels = dep["spec"]["template"]["metadata"]["labels"]
+    pdb = find(docs, "PodDisruptionBudget", "pet-classifier")
+    assert pdb["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    assert pdb["spec"]["minAvailable"] < dep["spec"]["replicas"]  # a drain can always proceed
+    netpol = find(docs, "NetworkPolicy", "pet-classifier")
+    assert netpol["spec"]["podSelector"]["matchLabels"].items() <= labels.items()
+    assert [p["port"] for p in netpol["spec"]["ingress"][0]["ports"]] == [8000]
+
+
+def test_metrics_server_is_set_up_for_kind(docs: list[Doc]) -> None:
+    ms = find(docs, "Deployment", "metrics-server")
+    assert ms["metadata"]["namespace"] == "kube-system"
+    assert "--kubelet-insecure-tls" in ms["spec"]["template"]["spec"]["containers"][0]["args"]
+    api = find(docs, "APIService", "v1beta1.metrics.k8s.io")
+    assert api["spec"]["service"] == {"name": "metrics-server", "namespace": "kube-system"}
+
+
+def secrets_created_by_deploy() -> dict[str, set[str]]:
+    script = (ROOT / "deploy" / "cluster.sh").read_text()
+    made: dict[str, set[str]] = {}
+    for name, key in re.findall(r"create secret generic ([\w-]+) --from-literal=([\w-]+)=", script):
+        made.setdefault(name, set()).add(key)
+    for name, key in re.findall(r"^\s*secret_once ([\w-]+) ([\w-]+) ", script, re.MULTILINE):
+        made.setdefault(name, set()).add(key)
+    return made
+
+
+def test_every_configmap_and_secret_reference_exists(docs: list[Doc]) -> None:
+    configmaps = {d["metadata"]["name"]: set(d.get("data", {})) for d in docs if d["kind"] == "ConfigMap"}
+    secrets = secrets_created_by_deploy()
+    assert {"alertmanager-smtp", "pet-classifier-secrets", "grafana-admin"} <= secrets.keys()
+    assert not [d for d in docs if d["kind"] == "Secret"], "Secrets are created at deploy time, never committed"
+    refs = 0
+    for w in workloads(docs):
+        spec = w["spec"]["template"]["spec"]
+        for c in containers(w):
+            for env in c.get("env", []):
+                src = env.get("valueFrom", {})
+                if "configMapKeyRef" in src:
+                    refs += 1
+                    assert src["configMapKeyRef"]["key"] in configmaps[src["configMapKeyRef"]["name"]]
+                if "secretKeyRef" in src:
+                    refs += 1
+                    assert src["secretKeyRef"]["key"] in secrets[src["secretKeyRef"]["name"]]
+            for env_from in c.get("envFrom", []):
+                refs += 1
+                assert env_from["configMapRef"]["name"] in configmaps
+        for vol in spec.get("volumes", []):
+            sources = [vol, *vol.get("projected", {}).get("sources", [])]
+            for s in sources:
+                if "configMap" in s:
+                    refs += 1
+                    cm = s["configMap"]
+                    assert {i["key"] for i in cm.get("items", [])} <= configmaps[cm["name"]]
+                if "secret" in s:
+                    refs += 1
+                    sec = s["secret"]
+                    assert {i["key"] for i in sec.get("items", [])} <= secrets[sec.get("name", sec.get("secretName"))]
+    assert refs >= 10
+
+
+SOURCES = {
+    "prometheus-config": {"prometheus.yml": "prometheus/prometheus.yml"},
+    "prometheus-rules": {f"{n}.yml": f"prometheus/rules/{n}.yml" for n in ("recording", "alerts")},
+    "alertmanager-config": {"alertmanager.yml": "alertmanager/alertmanager.yml"},
+    "alertmanager-templates": {"email.tmpl": "alertmanager/templates/email.tmpl"},
+    "grafana-datasources": {"prometheus.yml": "grafana/provisioning/datasources/prometheus.yml"},
+    "grafana-dashboard-provider": {"provider.yml": "grafana/provisioning/dashboards/provider.yml"},
+    "grafana-dashboards": {
+        p.name: f"grafana/dashboards/{p.name}" for p in (ROOT / "grafana/dashboards").glob("*.json")
+    },
+}
+
+
+def test_in_cluster_monitoring_config_equals_the_sources(docs: list[Doc]) -> None:
+    for prefix, files in SOURCES.items():
+        data = configmap_by_prefix(docs, prefix)["data"]
+        assert data.keys() == files.keys(), prefix
+        for key, path in files.items():
+            assert data[key] == (ROOT / path).read_text(), f"{prefix}/{key} differs from {path}"
+    rules = {p.name for p in (ROOT / "prometheus" / "rules").glob("*.yml")}
+    assert rules == SOURCES["prometheus-rules"].keys(), "a rule file is missing from the cluster"
+
+
+def test_mounted_paths_are_where_the_configs_look(docs: list[Doc]) -> None:
+    prom = yaml.safe_load((ROOT / "prometheus" / "prometheus.yml").read_text())
+    am = yaml.safe_load((ROOT / "alertmanager" / "alertmanager.yml").read_text())
+
+    def projected(name: str) -> tuple[str, set[str]]:
+        pod = find(docs, "Deployment", name)["spec"]["template"]["spec"]
+        mount = next(m for m in pod["containers"][0]["volumeMounts"] if m["name"] == "config")
+        vol = next(v for v in pod["volumes"] if v["name"] == "config")
+        paths = {i["path"] for s in vol["projected"]["sources"] for i in next(iter(s.values()))["items"]}
+        return mount["mountPath"], paths
+
+    base, paths = projected("prometheus")
+    assert (
+        f"--config.file={base}/prometheus.yml"
+        in find(docs, "Deployment", "prometheus")["spec"]["template"]["spec"]["containers"][0]["args"]
+    )
+    assert {f"rules/{r}" for r in SOURCES["prometheus-rules"]} <= paths
+    assert prom["rule_files"] == ["rules/*.yml"]
+    base, paths = projected("alertmanager")
+    assert am["global"]["smtp_auth_password_file"] == f"{base}/secrets/smtp-password"
+    assert "secrets/smtp-password" in paths and am["templates"] == ["templates/*.tmpl"]
+    assert "templates/email.tmpl" in paths
+
+
+def test_prometheus_targets_resolve_to_services_in_the_manifests(docs: list[Doc]) -> None:
+    prom = yaml.safe_load((ROOT / "prometheus" / "prometheus.yml").read_text())
+    services = {(d["metadata"]["name"], d["metadata"]["namespace"]): d for d in docs if d["kind"] == "Service"}
+    targets: list[str] = []
+    for job in prom["scrape_configs"]:
+        targets += [f"{name}:{sd['port']}" for sd in job.get("dns_sd_configs", []) for name in sd["names"]]
+        targets += [t for sc in job.get("static_configs", []) for t in sc["targets"]]
+    targets += [t for am in prom["alerting"]["alertmanagers"] for sc in am["static_configs"] for t in sc["targets"]]
+    checked = 0
+    for target in targets:
+        host, port = target.rsplit(":", 1)
+        if host == "localhost":
+            continue
+        name, ns = host.split(".")[:2]
+        svc = services[(name, ns)]
+        if svc["spec"].get("clusterIP") == "None":  # headless: DNS gives pod IPs, so the container port
+            selector = svc["spec"]["selector"].items()
+            pods = [w for w in workloads(docs) if selector <= w["spec"]["template"]["metadata"]["labels"].items()]
+            assert int(port) in {p["containerPort"] for w in pods for c in containers(w) for p in c.get("ports", [])}
+        else:
+            assert int(port) in {p["port"] for p in svc["spec"]["ports"]}, target
+        checked += 1
+    assert checked >= 5
+    grafana = find(docs, "Deployment", "grafana")["spec"]["template"]["spec"]["containers"][0]
+    url = next(e["value"] for e in grafana["env"] if e["name"] == "PROMETHEUS_URL")
+    assert url == "http://prometheus.mlops.svc.cluster.local:9090"
+    assert "${PROMETHEUS_URL}" in (ROOT / "grafana/provisioning/datasources/prometheus.yml").read_text()
+
+
+def test_kind_port_mappings_match_the_node_ports(docs: list[Doc]) -> None:
+    kind = yaml.safe_load((ROOT / "kind-config.yaml").read_text())
+    assert kind["name"] == "mlops"
+    mappings = {m["containerPort"]: m["hostPort"] for n in kind["nodes"] for m in n.get("extraPortMappings", [])}
+    node_ports = {
+        d["metadata"]["name"]: p["nodePort"]
+        for d in docs
+        if d["kind"] == "Service" and d["spec"].get("type") == "NodePort"
+        for p in d["spec"]["ports"]
+    }
+    assert set(node_ports) == {"pet-classifier", "prometheus", "grafana", "alertmanager"}
+    assert set(mappings) == set(node_ports.values())
+    assert len(set(mappings.values())) == len(mappings)  # no host port used twice
+    assert mappings[node_ports["pet-classifier"]] == 8080
+    assert mappings[node_ports["alertmanager"]] == 9093  # `make alerts` reads it there
