@@ -142,9 +142,11 @@ def promote(params: Params, model_dir: Path, manifest: Path, source: Path) -> Ga
     run_id = ensure_run(client, card, model_dir, params.mlflow.experiment)
     mv = register(client, name, run_id, card, manifest_sha)
     candidate = float(card["test_metrics"]["accuracy"])
-    if previous is not None and previous[0] == str(mv.version):
-        previous = None  # the candidate is already champion: nothing to regress against
-    passed, message = gate_decision(candidate, previous[1] if previous else None, params.gate)
+    already = previous is not None and previous[0] == str(mv.version)
+    against = None if already else previous  # the candidate is already champion: nothing to regress against
+    passed, message = gate_decision(candidate, against[1] if against else None, params.gate)
+    if already:
+        message = message.replace("no champion yet", f"v{mv.version} is already champion")
     client.set_model_version_tag(name, mv.version, "gate", "passed" if passed else "failed")
     if passed:
         client.set_registered_model_alias(name, params.mlflow.alias, mv.version)
