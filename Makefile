@@ -85,13 +85,13 @@ data: $(STAMP) ## Find (or download) the photos and run the prepare stage
 	$(PY) -m ml.download
 	$(DVC) repro prepare
 
-train: data ## prepare → train → evaluate (DVC) and register; SKIP_TRAINING=1 ships @champion instead
+train: data ## prepare → train → evaluate, robustness (DVC) and register; SKIP_TRAINING=1 ships @champion
 ifneq ($(call truthy,$(SKIP_TRAINING)),)
 	$(PY) -m ml.registry export-champion
 	$(PY) -m ml.evaluate --manifest data/prepared/manifest.csv --split test --model models \
 		--metrics metrics.json --reports reports
 else
-	$(DVC) repro evaluate
+	$(DVC) repro
 	$(PY) -m ml.registry register
 endif
 

@@ -46,12 +46,15 @@ class ModelParams(_Strict):
     image_size: int = Field(224, gt=0)
     # Frozen backbone: features are computed once and cached; only the head trains.
     freeze_backbone: bool = True
+    # With a frozen backbone, also fine-tune its last N stages (of 7) and its final 1x1 conv:
+    # the frozen part's output is cached once instead of the pooled features.
+    finetune_blocks: int = Field(0, ge=0, le=7)
 
     @model_validator(mode="after")
     def _known_and_fits(self) -> ModelParams:
         from ml.models import check_model
 
-        check_model(self.name, self.image_size, self.freeze_backbone)
+        check_model(self.name, self.image_size, self.freeze_backbone, self.finetune_blocks)
         return self
 
 
@@ -72,6 +75,9 @@ class TrainParams(_Strict):
     warmup_epochs: int = Field(0, ge=0)
     label_smoothing: float = Field(0.0, ge=0, lt=1)
     early_stopping_patience: int = Field(5, ge=1)
+    # Fine-tuning only: fit the linear head alone first, on the frozen network's pooled
+    # features, so the stages start from a good head instead of a random one (LP-FT).
+    linear_probe_epochs: int = Field(0, ge=0)
     seed: int = 42
     threads: int = Field(2, ge=1)
     augment: AugmentParams = AugmentParams()

@@ -28,12 +28,13 @@ from sklearn.metrics import roc_curve
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from ml import tracking
 from ml.artifact import ModelLoadError, ReleaseModel, load_release, predict_proba
 from ml.config import ConfigError, load_params
 from ml.data import SPLITS, DataError, find_files, read_manifest, select
 from ml.fileio import atomic_writer, write_json
 from ml.images import ImageError, load_tensor
-from ml.metrics import classification_metrics
+from ml.metrics import classification_metrics, misclassified_png
 from ml.models import CLASSES
 
 
@@ -106,6 +107,15 @@ def write_reports(items: list[tuple[Path, int]], root: Path, prob_dog: np.ndarra
         w.writerows([f"{a:.6f}", f"{b:.6f}"] for a, b in zip(fpr, tpr, strict=True))
 
 
+def contact_sheet(items: list[tuple[Path, int]], prob_dog: np.ndarray, reports: Path) -> Path:
+    errors = [
+        (path, CLASSES[label], float(p))
+        for (path, label), p in zip(items, prob_dog, strict=True)
+        if not np.isnan(p) and int(p >= 0.5) != label
+    ]
+    return misclassified_png(errors, reports / "misclassified.png", "Misclassified test photos")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="Evaluate a release model on labelled photos.")
     ap.add_argument("--model", type=Path, default=Path("models"), help="release model folder")
@@ -117,6 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--metrics", type=Path, help="write the figures here as JSON")
     ap.add_argument("--reports", type=Path, help="write per-photo predictions and ROC points here")
     ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--mlflow", action="store_true", help="also log the figures and reports to the model's run")
     args = ap.parse_args(argv)
     if (args.data is None) == (args.manifest is None):
         ap.error("give exactly one of --data DIR or --manifest FILE")
@@ -137,8 +148,15 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.metrics:
         write_json(args.metrics, {k: v for k, v in figures.items() if k != "skipped"})
+    written: list[Path] = [args.metrics] if args.metrics else []
     if args.reports:
         write_reports(items, root, prob_dog, args.reports)
+        written += [args.reports / "test_predictions.csv", contact_sheet(items, prob_dog, args.reports)]
+    if args.mlflow:
+        keys = ("accuracy", "precision", "recall", "f1", "roc_auc", "ece")
+        scores = {f"eval_test_{k}": float(figures[k]) for k in keys if figures.get(k) is not None}
+        experiment = load_params(args.params).mlflow.experiment
+        tracking.log_to_run(release.card.get("mlflow_run_id"), experiment, scores, written, "evaluation")
     for path, err in figures["skipped"].items():
         print(f"skipped {path}: {err}", file=sys.stderr)
     figures["skipped"] = len(figures["skipped"])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -92,4 +94,35 @@ def curves_png(history: list[dict[str, float]], path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
     plt.close(fig)
+    return path
+
+
+def misclassified_png(errors: list[tuple[Path, str, float]], path: Path, title: str, limit: int = 48) -> Path:
+    """A contact sheet of wrong answers, the most confident first: each photo with what it is
+    labelled, what the model said and how sure it was, and its file name."""
+    from PIL import Image, ImageOps
+
+    shown = sorted(errors, key=lambda e: -abs(e[2] - 0.5))[:limit]
+    cols = 8
+    rows = max(1, math.ceil(len(shown) / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.9, rows * 2.2 + 0.4), dpi=100, squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, (photo, actual, prob_dog) in zip(axes.flat, shown, strict=False):
+        with Image.open(photo) as im:
+            thumb = ImageOps.exif_transpose(im).convert("RGB")
+            thumb.thumbnail((180, 180))
+        said = "dog" if prob_dog >= 0.5 else "cat"
+        ax.imshow(np.asarray(thumb))
+        sure = max(prob_dog, 1 - prob_dog)
+        ax.set_title(f"{actual} → {said} {sure:.2f}\n{photo.parent.name}/{photo.name}", fontsize=7)
+    fig.suptitle(
+        f"{title}: {len(errors)} errors" + (f", the {limit} most confident shown" if len(errors) > limit else "")
+    )
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp.png")
+    fig.savefig(tmp)
+    plt.close(fig)
+    os.replace(tmp, path)
     return path

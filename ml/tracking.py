@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import mlflow
@@ -45,3 +46,25 @@ def git_commit() -> str:
         return sha + ("-dirty" if dirty.stdout.strip() else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
+
+
+def log_to_run(run_id: object, experiment: str, metrics: dict[str, float], files: list[Path], folder: str) -> bool:
+    """Attach later results (evaluation, robustness) to the run that trained the model, when
+    this store has that run; says so and returns False when it does not."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    if not run_id:
+        return False
+    configure(experiment)
+    client = MlflowClient()
+    try:
+        client.get_run(str(run_id))
+    except MlflowException:
+        print(f"note: run {run_id} is not in this MLflow store; results not logged there", file=sys.stderr)
+        return False
+    for key, value in metrics.items():
+        client.log_metric(str(run_id), key, value)
+    for file in files:
+        client.log_artifact(str(run_id), str(file), folder)
+    return True

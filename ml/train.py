@@ -169,6 +169,45 @@ def fit(
 # --- one training run, end to end -------------------------------------------------------
 
 
+def linear_probe(
+    head: nn.Module,
+    top: nn.Module,
+    data: dict[str, tuple[torch.Tensor, torch.Tensor]],
+    p: TrainParams,
+    device: torch.device,
+) -> None:
+    """Fit the head alone on the pooled features of the frozen top (LP-FT's first step)."""
+    embed: Any = top
+    with torch.inference_mode():
+        top.eval()
+        pooled = {
+            s: (torch.cat([embed.embed(x[i : i + 256].to(device)).cpu() for i in range(0, len(x), 256)]), y)
+            for s, (x, y) in data.items()
+        }
+    probe = p.model_copy(
+        update={"epochs": p.linear_probe_epochs, "lr": 1e-3, "weight_decay": 1e-4, "label_smoothing": 0.0}
+    )
+    result = fit(head, pooled, lambda batch, _training: batch, probe, device, lambda _row: None)
+    head.load_state_dict(result.best_state)
+    best = result.history[result.best_epoch - 1]["val_accuracy"]
+    print(f"linear probe: val accuracy {best:.4f} after {result.best_epoch} epochs; fine-tuning from there")
+    mlflow.log_metric("linear_probe_val_accuracy", best)
+
+
+def feature_prepare(hflip: bool) -> Prepare:
+    """Cached trunk outputs (feature maps) need no preprocessing; mirroring a map left to right
+    is a cheap stand-in for mirroring the photo."""
+
+    def prepare(batch: torch.Tensor, training: bool) -> torch.Tensor:
+        if training and hflip:
+            flip = torch.rand(len(batch)) < 0.5
+            batch = batch.clone()
+            batch[flip] = batch[flip].flip(-1)
+        return batch
+
+    return prepare
+
+
 def image_prepare(params: Params, mean: tuple[float, ...], std: tuple[float, ...]) -> Prepare:
     a, size = params.train.augment, params.model.image_size
     steps: list[nn.Module] = [v2.RandomResizedCrop(size, scale=(a.crop_scale, 1.0), antialias=True)]
@@ -217,10 +256,14 @@ def run(
         cache_start = time.perf_counter()
         if params.model.freeze_backbone:
             model.eval()
-            backbone_id = f"{params.model.name}:{file_sha256(imagenet_weights_path())[:16]}"
+            cut = params.model.finetune_blocks
+            backbone_id = f"{params.model.name}:{file_sha256(imagenet_weights_path())[:16]}" + (
+                f":trunk-{cut}" if cut else ""
+            )
 
             def embed(batch: torch.Tensor) -> torch.Tensor:
-                return model.features(normalise(batch, spec.mean, spec.std))
+                x = normalise(batch, spec.mean, spec.std)
+                return model.trunk(x, cut) if cut else model.features(x)
 
             data = {
                 s: (
@@ -240,8 +283,8 @@ def run(
                 )
                 for s in SPLITS
             }
-            trainable: nn.Module = model.classifier
-            prepare: Prepare = lambda batch, _training: batch  # noqa: E731
+            trainable: nn.Module = model.top(cut) if cut else model.classifier
+            prepare: Prepare = feature_prepare(params.train.augment.hflip and cut > 0)
         else:
             data = {
                 s: (
@@ -257,6 +300,9 @@ def run(
 
         def log_epoch(row: dict[str, float]) -> None:
             mlflow.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=int(row["epoch"]))
+
+        if params.model.freeze_backbone and params.model.finetune_blocks and params.train.linear_probe_epochs:
+            linear_probe(model.classifier, trainable, data, params.train, device)
 
         result = fit(trainable, data, prepare, params.train, device, log_epoch)
         provenance = {"manifest_sha256": manifest_sha, "mlflow_run_id": active.info.run_id, "git_commit": commit}

@@ -23,6 +23,8 @@ def test_repository_params_are_valid() -> None:
         ({"model": {"name": "resnet9000"}}, "valid names: efficientnet_lite0, simple_cnn, tiny_cnn"),
         ({"model": {"name": "simple_cnn", "image_size": 8, "freeze_backbone": False}}, "image_size >= 16"),
         ({"model": {"name": "simple_cnn", "freeze_backbone": True}}, "freeze_backbone needs a pretrained model"),
+        ({"model": {"name": "simple_cnn", "freeze_backbone": False, "finetune_blocks": 1}}, "finetune_blocks needs"),
+        ({"model": {"finetune_blocks": 8}}, "model.finetune_blocks"),
         ({"data": {"split": {"train": 0.8, "val": 0.1, "test": 0.2}}}, "sum to 1"),
         ({"train": {"optimizer": "adagrad"}}, "train.optimizer"),
         ({"train": {"learning_rate": 0.1}}, "train.learning_rate: Extra inputs are not permitted"),

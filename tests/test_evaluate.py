@@ -98,3 +98,23 @@ def test_bad_folder_and_bad_model_are_clear_errors(
     assert "no labelled photos" in capsys.readouterr().err
     assert evaluate_main(["--data", str(tmp_path / "unlabelled"), "--model", str(tmp_path)]) == 2
     assert "model card not found" in capsys.readouterr().err
+
+
+def test_evaluation_is_logged_to_the_training_run_with_its_contact_sheet(
+    trained: tuple[Path, Path], tmp_path: Path, synthetic_tree: Path
+) -> None:
+    from mlflow import MlflowClient
+
+    models, manifest = trained
+    params = tmp_path / "params.yaml"
+    args = ["--manifest", str(manifest), "--model", str(models), "--params", str(params)]
+    args += ["--source", str(synthetic_tree)]
+    out = tmp_path / "eval"
+    assert evaluate_main([*args, "--metrics", str(out / "m.json"), "--reports", str(out), "--mlflow"]) == 0
+    assert (out / "misclassified.png").is_file()
+    run_id = json.loads((models / "model.json").read_text())["mlflow_run_id"]
+    client = MlflowClient()
+    logged = {a.path for a in client.list_artifacts(run_id, "evaluation")}
+    assert {"evaluation/m.json", "evaluation/test_predictions.csv", "evaluation/misclassified.png"} <= logged
+    metric = client.get_run(run_id).data.metrics["eval_test_accuracy"]
+    assert metric == json.loads((out / "m.json").read_text())["accuracy"]

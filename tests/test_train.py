@@ -95,6 +95,49 @@ def test_frozen_backbone_trains_only_the_head(synthetic_tree: Path, tmp_path: Pa
     assert len(list((tmp_path / "cache").glob("features-*.npy"))) == 3
 
 
+def test_finetuning_the_last_stage_trains_it_on_cached_trunk_outputs(
+    synthetic_tree: Path, tmp_path: Path, mlflow_store: str
+) -> None:
+    import torch
+
+    from ml.artifact import load_release
+    from ml.models import build_model
+
+    manifest = prepared(synthetic_tree, tmp_path / "prepared")
+    code = run_train(
+        tmp_path,
+        synthetic_tree,
+        manifest,
+        model={"name": "efficientnet_lite0", "image_size": 32, "freeze_backbone": True, "finetune_blocks": 1},
+        train={"epochs": 2, "lr": 0.01},
+    )
+    assert code == 0
+    trained = load_release(tmp_path / "models").model
+    start = build_model("efficientnet_lite0", pretrained=True)
+    before, after = start.state_dict(), trained.state_dict()
+    changed = {k for k in before if before[k].dtype.is_floating_point and not torch.equal(before[k], after[k])}
+    assert changed and all(k.startswith(("net.blocks.6.", "net.conv_head", "net.bn2", "classifier")) for k in changed)
+    assert any(k.startswith("net.blocks.6.") for k in changed)  # the stage itself learned, not only the head
+    x = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        trained.eval()
+        assert torch.allclose(trained(x), trained.top(1)(trained.trunk(x, 1)), atol=1e-5)
+
+
+def test_feature_map_flip_mirrors_about_half_the_batch() -> None:
+    import torch
+
+    from ml.train import feature_prepare
+
+    torch.manual_seed(0)
+    maps = torch.rand(64, 4, 3, 3)
+    out = feature_prepare(True)(maps, True)
+    flipped = [bool(torch.equal(o, m.flip(-1))) for o, m in zip(out, maps, strict=True)]
+    assert 16 < sum(flipped) < 48
+    assert torch.equal(feature_prepare(True)(maps, False), maps)  # never at evaluation
+    assert torch.equal(feature_prepare(False)(maps, True), maps)
+
+
 def test_bad_params_fail_before_any_work(tmp_path: Path, capsys: pytest.CaptureFixture[str], mlflow_store: str) -> None:
     params = write_params(tmp_path / "params.yaml", {"train": {"lr": -1}})
     code = train_main(
