@@ -104,11 +104,11 @@ def copied_ml_modules() -> set[str]:
     return {Path(p).stem for p in line.split()[:-1]}
 
 
-def test_the_image_gets_exactly_the_model_code_the_service_imports() -> None:
+def test_the_image_gets_exactly_the_model_code_the_service_imports(tmp_path: Path) -> None:
     code = "import sys, app.wsgi; print(sorted(m[3:] for m in sys.modules if m.startswith('ml.')))"
     out = subprocess.run(
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True,
-        env={"PATH": "/usr/bin:/bin", "MODEL_DIR": str(ROOT / "models"), "PROMETHEUS_MULTIPROC_DIR": "/tmp"},
+        env={"PATH": "/usr/bin:/bin", "MODEL_DIR": str(ROOT / "models"), "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)},
     ).stdout  # fmt: skip
     imported = set(json.loads(out.strip().splitlines()[-1].replace("'", '"'))) | {"__init__"}
     assert copied_ml_modules() == imported
