@@ -3,6 +3,7 @@ and the policies and cross-references a reviewer would check by hand."""
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -313,3 +314,23 @@ def test_kind_port_mappings_match_the_node_ports(docs: list[Doc]) -> None:
     assert len(set(mappings.values())) == len(mappings)  # no host port used twice
     assert mappings[node_ports["pet-classifier"]] == 8080
     assert mappings[node_ports["alertmanager"]] == 9093  # `make alerts` reads it there
+
+
+def test_the_deploy_overlay_retags_the_api_image(tmp_path: Path) -> None:
+    """cluster.sh deploys through an overlay that only sets the image this build made."""
+    kubectl = require_tool("kubectl")
+    script = (ROOT / "deploy" / "cluster.sh").read_text()
+    assert "  - name: ghcr.io/pet-classifier/pet-classifier\n" in script
+    overlay = tmp_path / "overlay"
+    overlay.mkdir()
+    base = os.path.relpath(ROOT / "deploy" / "k8s", overlay)
+    (overlay / "kustomization.yaml").write_text(
+        f"resources:\n  - {base}\nimages:\n  - name: ghcr.io/pet-classifier/pet-classifier\n"
+        "    newName: ghcr.io/acme/pet-classifier\n    newTag: 0123456789ab\n"
+    )
+    out = subprocess.run(
+        [kubectl, "kustomize", "--load-restrictor", "LoadRestrictionsNone", str(overlay)],
+        capture_output=True, text=True, check=True, timeout=120,
+    ).stdout  # fmt: skip
+    images = re.findall(r"image: (ghcr\.io/\S+)", out)
+    assert images == ["ghcr.io/acme/pet-classifier:0123456789ab"]
