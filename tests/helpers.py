@@ -21,6 +21,24 @@ TINY_PARAMS: dict[str, Any] = {
 }
 
 
+def save_tiny_release(out: Path, image_size: int = 32, seed: int = 0, **card: Any) -> dict[str, Any]:
+    """A real (untrained) tiny_cnn release in ``out``; ``card`` adds to or overrides its card."""
+    import torch
+
+    from ml.artifact import save_release
+    from ml.models import build_model
+
+    torch.manual_seed(seed)
+    base = {
+        "architecture": "tiny_cnn",
+        "image_size": image_size,
+        "classes": ["cat", "dog"],
+        "normalization": {"mean": [0.5] * 3, "std": [0.5] * 3},
+        "test_metrics": {"accuracy": 0.5},
+    }
+    return save_release(build_model("tiny_cnn"), base | card, out)
+
+
 def write_params(path: Path, overrides: dict[str, Any] | None = None, source: Path | None = None) -> Path:
     params: dict[str, Any] = {k: dict(v) for k, v in TINY_PARAMS.items()}
     for section, values in (overrides or {}).items():

@@ -8,18 +8,11 @@ import torch
 
 from ml.artifact import ModelLoadError, load_release, predict_proba, save_release
 from ml.models import build_model
+from tests.helpers import save_tiny_release
 
 
 def tiny_release(out: Path) -> dict[str, object]:
-    torch.manual_seed(0)
-    card = {
-        "architecture": "tiny_cnn",
-        "image_size": 16,
-        "classes": ["cat", "dog"],
-        "normalization": {"mean": [0.5] * 3, "std": [0.5] * 3},
-        "test_metrics": {"accuracy": 0.9},
-    }
-    return save_release(build_model("tiny_cnn"), card, out)
+    return save_tiny_release(out, image_size=16, test_metrics={"accuracy": 0.9})
 
 
 def test_round_trip_gives_the_same_predictions(tmp_path: Path) -> None:

@@ -6,15 +6,12 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 from mlflow import MlflowClient
 
-from ml.artifact import save_release
 from ml.config import GateParams
-from ml.models import build_model
 from ml.registry import gate_decision
 from ml.registry import main as registry_main
-from tests.helpers import prepared, write_params
+from tests.helpers import prepared, save_tiny_release, write_params
 
 
 @pytest.mark.parametrize(
@@ -37,16 +34,8 @@ def release(out: Path, manifest: Path, accuracy: float, seed: int) -> Path:
     """A real tiny model with a card claiming a given test accuracy on ``manifest``."""
     from ml.data import file_sha256
 
-    torch.manual_seed(seed)
-    card = {
-        "architecture": "tiny_cnn",
-        "image_size": 16,
-        "classes": ["cat", "dog"],
-        "normalization": {"mean": [0.5] * 3, "std": [0.5] * 3},
-        "test_metrics": {"accuracy": accuracy},
-        "data": {"manifest_sha256": file_sha256(manifest)},
-    }
-    save_release(build_model("tiny_cnn"), card, out)
+    data = {"manifest_sha256": file_sha256(manifest)}
+    save_tiny_release(out, image_size=16, seed=seed, test_metrics={"accuracy": accuracy}, data=data)
     return out
 
 

@@ -8,14 +8,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from ml.images import load_tensor
 from ml.metrics import misclassified_png
 from ml.robustness import VARIANTS
 from ml.robustness import main as robustness_main
-from tests.helpers import TINY_PARAMS, prepared, write_params
+from tests.helpers import TINY_PARAMS, prepared, save_tiny_release, write_params
 
 
 def asymmetric_photo() -> bytes:
@@ -48,20 +47,9 @@ def test_each_set_changes_the_photo_as_named() -> None:
 
 
 def test_robustness_report_for_every_set(synthetic_tree: Path, tmp_path: Path, mlflow_store: str) -> None:
-    from ml.artifact import save_release
-    from ml.models import build_model
-
     manifest = prepared(synthetic_tree, tmp_path / "prepared")
     params = write_params(tmp_path / "params.yaml", TINY_PARAMS, synthetic_tree)
-    card = {
-        "architecture": "tiny_cnn",
-        "image_size": 32,
-        "classes": ["cat", "dog"],
-        "normalization": {"mean": [0.5] * 3, "std": [0.5] * 3},
-        "test_metrics": {"accuracy": 0.5},
-    }
-    torch.manual_seed(0)
-    save_release(build_model("tiny_cnn"), card, tmp_path / "model")
+    save_tiny_release(tmp_path / "model")
     out = tmp_path / "robustness.json"
     args = ["--manifest", str(manifest), "--model", str(tmp_path / "model"), "--params", str(params)]
     assert robustness_main([*args, "--out", str(out)]) == 0

@@ -9,8 +9,7 @@ from flask.testing import FlaskClient
 from PIL import Image
 
 from app import create_app
-from ml.artifact import save_release
-from ml.models import build_model
+from tests.helpers import save_tiny_release
 
 ROOT = Path(__file__).resolve().parents[2]
 RELEASE = ROOT / "models"
@@ -19,19 +18,8 @@ RELEASE = ROOT / "models"
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A real (untrained) release model, for tests that need a model but not a good one."""
-    import torch
-
-    torch.manual_seed(0)
     out = tmp_path_factory.mktemp("tiny-model")
-    card = {
-        "architecture": "tiny_cnn",
-        "image_size": 32,
-        "classes": ["cat", "dog"],
-        "normalization": {"mean": [0.5] * 3, "std": [0.5] * 3},
-        "test_metrics": {"accuracy": 0.5, "n": 0},
-        "mlflow_run_id": "test",
-    }
-    save_release(build_model("tiny_cnn"), card, out)
+    save_tiny_release(out, test_metrics={"accuracy": 0.5, "n": 0}, mlflow_run_id="test")
     return out
 
 
