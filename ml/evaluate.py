@@ -19,6 +19,7 @@ import argparse
 import csv
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -39,29 +40,36 @@ from ml.models import CLASSES
 
 
 class _Photos(Dataset[tuple[int, torch.Tensor, str]]):
-    """Yields (index, tensor, error); a photo that cannot be decoded has an error, not a crash."""
+    """Yields (index, tensor, error); a photo that cannot be decoded has an error, not a crash.
+    ``change`` rewrites each file's bytes first (the robustness sets)."""
 
-    def __init__(self, paths: list[Path], image_size: int) -> None:
-        self.paths, self.size = paths, image_size
+    def __init__(self, paths: list[Path], image_size: int, change: Callable[[bytes], bytes] | None = None) -> None:
+        self.paths, self.size, self.change = paths, image_size, change
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, i: int) -> tuple[int, torch.Tensor, str]:
         try:
-            return i, load_tensor(self.paths[i], self.size), ""
+            source = self.change(self.paths[i].read_bytes()) if self.change else self.paths[i]
+            return i, load_tensor(source, self.size), ""
         except (ImageError, OSError) as exc:
             return i, torch.zeros(3, self.size, self.size, dtype=torch.uint8), str(exc)
 
 
 def predict_paths(
-    release: ReleaseModel, paths: list[Path], batch_size: int = 64, workers: int = 1
+    release: ReleaseModel,
+    paths: list[Path],
+    batch_size: int = 64,
+    workers: int = 1,
+    change: Callable[[bytes], bytes] | None = None,
+    desc: str = "evaluating",
 ) -> tuple[np.ndarray, dict[int, str]]:
     """P(dog) for each path (NaN where unreadable) and the errors by index."""
     prob_dog = np.full(len(paths), np.nan)
     errors: dict[int, str] = {}
-    loader = DataLoader(_Photos(paths, release.image_size), batch_size=batch_size, num_workers=workers)
-    with tqdm(total=len(paths), desc="evaluating", unit="img", dynamic_ncols=True) as bar:
+    loader = DataLoader(_Photos(paths, release.image_size, change), batch_size=batch_size, num_workers=workers)
+    with tqdm(total=len(paths), desc=desc, unit="img", dynamic_ncols=True) as bar:
         for idx, batch, errs in loader:
             probs = predict_proba(release, batch)[:, CLASSES.index("dog")].numpy()
             for j, (i, err) in enumerate(zip(idx.tolist(), errs, strict=True)):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +13,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from sklearn import metrics as skm
 
+from ml.fileio import atomic_writer
 from ml.models import CLASSES
 
 
@@ -59,6 +59,14 @@ def expected_calibration_error(y_true: np.ndarray, prob_dog: np.ndarray, bins: i
     return float(ece)
 
 
+def _save(fig: Any, path: Path) -> Path:
+    """Every picture is written beside its target and renamed: never a half-written PNG."""
+    with atomic_writer(path, "wb") as fh:
+        fig.savefig(fh, format="png")
+    plt.close(fig)
+    return path
+
+
 def confusion_png(cm: list[list[int]], path: Path, title: str = "Confusion matrix") -> Path:
     arr = np.asarray(cm)
     fig, ax = plt.subplots(figsize=(4.2, 3.8), dpi=120)
@@ -71,10 +79,7 @@ def confusion_png(cm: list[list[int]], path: Path, title: str = "Confusion matri
         ax.text(j, i, str(v), ha="center", va="center", color="white" if v > arr.max() / 2 else "black")
     ax.set_title(title)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def curves_png(history: list[dict[str, float]], path: Path) -> Path:
@@ -91,10 +96,7 @@ def curves_png(history: list[dict[str, float]], path: Path) -> Path:
         ax.grid(alpha=0.3)
         ax.legend()
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def misclassified_png(errors: list[tuple[Path, str, float]], path: Path, title: str, limit: int = 48) -> Path:
@@ -120,9 +122,4 @@ def misclassified_png(errors: list[tuple[Path, str, float]], path: Path, title: 
         f"{title}: {len(errors)} errors" + (f", the {limit} most confident shown" if len(errors) > limit else "")
     )
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp)
-    plt.close(fig)
-    os.replace(tmp, path)
-    return path
+    return _save(fig, path)

@@ -22,17 +22,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from PIL import Image
-from torch.utils.data import DataLoader, Dataset
-from tqdm import tqdm
 
 from ml import tracking
-from ml.artifact import ModelLoadError, ReleaseModel, load_release, predict_proba
+from ml.artifact import ModelLoadError, ReleaseModel, load_release
 from ml.config import ConfigError, load_params
 from ml.data import DataError, read_manifest, select
+from ml.evaluate import predict_paths
 from ml.fileio import write_json
-from ml.images import load_tensor
 from ml.metrics import classification_metrics
 from ml.models import CLASSES
 
@@ -77,24 +74,12 @@ VARIANTS: dict[str, Variant] = {
 }
 
 
-class _Changed(Dataset[torch.Tensor]):
-    def __init__(self, paths: list[Path], change: Variant, image_size: int) -> None:
-        self.paths, self.change, self.size = paths, change, image_size
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, i: int) -> torch.Tensor:
-        return load_tensor(self.change(self.paths[i].read_bytes()), self.size)
-
-
 def evaluate_variant(release: ReleaseModel, items: list[tuple[Path, int]], name: str, workers: int) -> dict[str, Any]:
     paths, y = [p for p, _ in items], np.array([label for _, label in items])
-    loader = DataLoader(_Changed(paths, VARIANTS[name], release.image_size), batch_size=64, num_workers=workers)
-    probs = []
-    for batch in tqdm(loader, desc=f"{name:<17}", unit="batch", dynamic_ncols=True):
-        probs.append(predict_proba(release, batch)[:, CLASSES.index("dog")].numpy())
-    figures = classification_metrics(y, np.concatenate(probs))
+    prob_dog, errors = predict_paths(release, paths, workers=workers, change=VARIANTS[name], desc=f"{name:<17}")
+    if errors:
+        raise DataError(f"{len(errors)} test photos could not be read for {name}: re-run prepare")
+    figures = classification_metrics(y, prob_dog)
     keep = ("n", "accuracy", "precision", "recall", "f1", "roc_auc", "ece")
     cm = figures["confusion_matrix"]
     return {k: figures[k] for k in keep} | {"errors": figures["n"] - sum(cm[i][i] for i in range(len(cm)))}
