@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import re
 import sys
 import time
 from collections.abc import Callable
@@ -21,10 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import requests
+from prometheus_client.parser import text_string_to_metric_families
 
 from ml.config import ConfigError, load_params
-
-COUNTER = re.compile(r'^predictions_total\{[^}]*class="(cat|dog)"[^}]*\}\s+([0-9.e+]+)$', re.MULTILINE)
 
 
 class SmokeError(Exception):
@@ -55,10 +53,11 @@ def known_photos(predictions: Path, source: Path, min_confidence: float = 0.99) 
 
 
 def prediction_counts(session: requests.Session, url: str) -> dict[str, float]:
-    text = session.get(f"{url}/metrics", timeout=10).text
     counts = {"cat": 0.0, "dog": 0.0}
-    for label, value in COUNTER.findall(text):
-        counts[label] += float(value)
+    for family in text_string_to_metric_families(session.get(f"{url}/metrics", timeout=10).text):
+        for sample in family.samples:
+            if sample.name == "predictions_total" and sample.labels.get("class") in counts:
+                counts[sample.labels["class"]] += sample.value
     return counts
 
 
