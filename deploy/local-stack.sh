@@ -8,9 +8,13 @@ cd "$(dirname "$0")/.."
 STATE=.monitor
 BIN=.venv/bin
 
+running() {  # name
+  [ -f "$STATE/$1.pid" ] && kill -0 "$(cat "$STATE/$1.pid")" 2>/dev/null
+}
+
 start() {  # name, command...
   local name=$1; shift
-  if [ -f "$STATE/$name.pid" ] && kill -0 "$(cat "$STATE/$name.pid")" 2>/dev/null; then
+  if running "$name"; then
     echo "$name already running (pid $(cat "$STATE/$name.pid"))"; return
   fi
   setsid "$@" >"$STATE/$name.log" 2>&1 &
@@ -33,7 +37,7 @@ up() {
     --target alertmanager=127.0.0.1:9093 --alertmanager 127.0.0.1:9093 ${FAST:+--interval 5s}
   $BIN/python alertmanager/render_local.py --smtp 127.0.0.1:1025 --out "$STATE/alertmanager.yml" ${FAST:+--fast}
   start smtp $BIN/python -m aiosmtpd -n -l 127.0.0.1:1025 -c aiosmtpd.handlers.Mailbox "$STATE/mail"
-  if ! { [ -f "$STATE/service.pid" ] && kill -0 "$(cat "$STATE/service.pid")" 2>/dev/null; }; then
+  if ! running service; then
     # prometheus_client's multiprocess files must not outlive the server: a fresh one counts from 0.
     rm -rf "$STATE/prometheus-multiproc"
   fi
@@ -69,7 +73,7 @@ down() {
 
 status() {
   for name in service prometheus alertmanager smtp mlflow; do
-    if [ -f "$STATE/$name.pid" ] && kill -0 "$(cat "$STATE/$name.pid")" 2>/dev/null; then
+    if running "$name"; then
       echo "$name: running (pid $(cat "$STATE/$name.pid"))"
     else
       echo "$name: not running"
