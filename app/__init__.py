@@ -38,7 +38,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.config["CLASSES"] = list(CLASSES)
     app.json.sort_keys = False  # type: ignore[attr-defined]
 
-    classifier = Classifier(app.config["MODEL_DIR"], app.config["TORCH_THREADS"])
+    classifier = Classifier(app.config["MODEL_DIR"], app.config["TORCH_THREADS"], app.config["MODEL_PACKAGE"])
     seen = Path(app.config["FEEDBACK_DIR"] or tempfile.mkdtemp(prefix="pet-feedback-"))
     service_metrics = init_metrics(app)
     app.extensions.update(

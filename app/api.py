@@ -122,6 +122,7 @@ def version() -> Response:
         service_version=current_app.config["SERVICE_VERSION"],
         model_version=card["version"],
         architecture=card["architecture"],
+        engine=classifier.engine,
         image_size=card["image_size"],
         classes=card["classes"],
         test_metrics={

@@ -19,5 +19,5 @@ def health() -> Response:
 def ready() -> tuple[Response, int]:
     classifier: Classifier = current_app.extensions["classifier"]
     if classifier.ready:
-        return jsonify(ready=True, model_version=classifier.version), 200
+        return jsonify(ready=True, model_version=classifier.version, engine=classifier.engine), 200
     return jsonify(ready=False, reason=classifier.error or "the model is still loading"), 503

@@ -1,15 +1,22 @@
 """The release model behind the API: loaded once through the pipeline's own loader, its
-sha256 checked against model.json, and warmed up before the service reports ready."""
+sha256 checked against model.json, and warmed up before the service reports ready.
+
+The forward pass runs the AOTInductor package built from that model (`make export-model`,
+ml/export.py) when one is given and passes its checks, else eager PyTorch; ``engine`` says
+which, and a refused package is one log line, never a failed start."""
 
 from __future__ import annotations
 
 import logging
 import time
 from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
 
 import torch
 
 from ml.artifact import ModelLoadError, ReleaseModel, load_release, predict_proba
+from ml.export import Forward, PackageError, load_package
 from ml.images import open_rgb, to_tensor
 
 log = logging.getLogger("app.model")
@@ -28,11 +35,12 @@ class Prediction:
 class Classifier:
     """Holds the model, or the reason there is none; never raises at start-up."""
 
-    def __init__(self, model_dir: str, threads: int = 1) -> None:
+    def __init__(self, model_dir: str, threads: int = 1, package: str = "") -> None:
         self.model_dir = model_dir
         self.release: ReleaseModel | None = None
         self.error: str | None = None
         self.ready = False
+        self.engine = "none"
         torch.set_num_threads(threads)
         try:
             self.release = load_release(model_dir)
@@ -40,7 +48,21 @@ class Classifier:
             self.error = str(exc)
             log.error("model not loaded: %s", exc, extra={"event": "model_load_failed", "model_dir": model_dir})
             return
+        self._forward: Forward = partial(predict_proba, self.release)
+        self.engine = "eager"
+        if package:
+            self._use_package(Path(package), threads)
         self.warm_up()
+
+    def _use_package(self, package: Path, threads: int) -> None:
+        assert self.release is not None
+        try:
+            self._forward = load_package(package, self.release, threads)
+        except PackageError as exc:
+            log.warning("compiled model not used, running eager PyTorch: %s", exc, extra={"event": "package_refused"})
+            return
+        self.engine = "aotinductor"
+        log.info("compiled model loaded", extra={"event": "package_loaded", "package": str(package)})
 
     @property
     def version(self) -> str | None:
@@ -50,7 +72,8 @@ class Classifier:
         """One inference, so the first request does not pay for lazy initialisation."""
         assert self.release is not None
         size = self.release.image_size
-        predict_proba(self.release, torch.zeros(1, 3, size, size, dtype=torch.uint8))
+        with torch.inference_mode():
+            self._forward(torch.zeros(1, 3, size, size, dtype=torch.uint8))
         self.ready = True
 
     def predict(self, data: bytes) -> Prediction:
@@ -62,7 +85,8 @@ class Classifier:
         pixels = image.width * image.height
         batch = to_tensor(image, size).unsqueeze(0)
         decoded = time.perf_counter()
-        probs = predict_proba(self.release, batch)[0].tolist()
+        with torch.inference_mode():
+            probs = self._forward(batch)[0].tolist()
         done = time.perf_counter()
         classes = self.release.classes
         best = max(range(len(classes)), key=lambda i: probs[i])

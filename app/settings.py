@@ -21,6 +21,7 @@ def _env_int(name: str, default: int) -> int:
 @dataclass(frozen=True)
 class Settings:
     model_dir: str = "models"
+    model_package: str = ""  # the AOTInductor build of model_dir (ml/export.py); "" = eager PyTorch
     max_upload_bytes: int = 10 * 1024 * 1024
     # Feedback tokens are signed with this key; every replica must share it (a Kubernetes Secret).
     feedback_secret: str = field(default_factory=lambda: secrets.token_hex(32))
@@ -35,6 +36,7 @@ class Settings:
     def from_env(cls) -> Settings:
         return cls(
             model_dir=os.environ.get("MODEL_DIR", cls.model_dir),
+            model_package=os.environ.get("MODEL_PACKAGE", cls.model_package),
             max_upload_bytes=_env_int("MAX_UPLOAD_BYTES", cls.max_upload_bytes),
             feedback_secret=os.environ.get("FEEDBACK_SECRET") or secrets.token_hex(32),
             feedback_ttl_seconds=_env_int("FEEDBACK_TTL_SECONDS", cls.feedback_ttl_seconds),

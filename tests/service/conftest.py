@@ -23,6 +23,15 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+@pytest.fixture(scope="session")
+def tiny_package(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """tiny_model compiled with AOTInductor, as `make export-model` compiles the release (~10 s)."""
+    from ml.artifact import load_release
+    from ml.export import export_package
+
+    return export_package(load_release(tiny_model), tmp_path_factory.mktemp("tiny-package") / "model.pt2")
+
+
 @pytest.fixture
 def app(tiny_model: Path, tmp_path: Path) -> Flask:
     return create_app(

@@ -213,6 +213,45 @@ def test_metrics_count_predictions_rejections_and_model(client: FlaskClient) -> 
         assert name in text
 
 
+def test_the_compiled_package_serves_the_same_answers(
+    client: FlaskClient, tiny_model: Path, tiny_package: Path, tmp_path: Path
+) -> None:
+    compiled = create_app(
+        {"MODEL_DIR": str(tiny_model), "MODEL_PACKAGE": str(tiny_package), "FEEDBACK_DIR": str(tmp_path)}
+    )
+    fast = compiled.test_client()
+    assert fast.get("/ready").get_json()["engine"] == "aotinductor"
+    assert fast.get("/version").get_json()["engine"] == "aotinductor"
+    assert client.get("/ready").get_json()["engine"] == "eager"
+    for i, color in enumerate([(200, 60, 50), (40, 70, 210), (90, 90, 90)]):
+        photo = jpeg_bytes(color, size=(300, 200), seed=i)
+        a, b = post_file(fast, photo).get_json(), post_file(client, photo).get_json()
+        assert a["prediction"] == b["prediction"]
+        assert a["probabilities"]["cat"] == pytest.approx(b["probabilities"]["cat"], abs=1e-5)
+
+
+def test_a_package_of_other_weights_falls_back_to_eager_with_one_log_line(
+    tiny_package: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tests.helpers import save_tiny_release
+
+    save_tiny_release(tmp_path / "retrained", seed=7)
+    capsys.readouterr()
+    app = create_app(
+        {
+            "MODEL_DIR": str(tmp_path / "retrained"),
+            "MODEL_PACKAGE": str(tiny_package),
+            "FEEDBACK_DIR": str(tmp_path / "seen"),
+        }
+    )
+    client = app.test_client()
+    ready = client.get("/ready")
+    assert ready.status_code == 200 and ready.get_json()["engine"] == "eager"
+    assert post_file(client, jpeg_bytes((1, 2, 3))).status_code == 200
+    refused = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"package_refused"' in line]
+    assert len(refused) == 1 and refused[0]["level"] == "WARNING" and "pet.weights_sha256" in refused[0]["message"]
+
+
 @pytest.mark.parametrize("problem", ["missing", "corrupt"])
 def test_no_model_means_not_ready_but_alive(
     tiny_model: Path, tmp_path: Path, problem: str, capsys: pytest.CaptureFixture[str]

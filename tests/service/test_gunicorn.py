@@ -34,8 +34,11 @@ def metric_sum(url: str, name: str) -> float:
     return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(name + "{"))
 
 
-def test_metrics_and_feedback_across_workers(tiny_model: Path, tmp_path: Path) -> None:
-    with gunicorn(tmp_path, tiny_model, workers=2) as server, ThreadPoolExecutor(4) as pool:
+def test_metrics_and_feedback_across_workers(tiny_model: Path, tiny_package: Path, tmp_path: Path) -> None:
+    # As `make serve` and the image run it: the compiled package, loaded before the fork.
+    env = {"MODEL_PACKAGE": str(tiny_package)}
+    with gunicorn(tmp_path, tiny_model, workers=2, extra_env=env) as server, ThreadPoolExecutor(4) as pool:
+        assert requests.get(f"{server.url}/ready", timeout=10).json()["engine"] == "aotinductor"
         bodies = list(pool.map(lambda i: predict(server.url, i), range(N)))
         # Whichever worker answers /metrics, it reports every worker's predictions.
         assert [metric_sum(server.url, "predictions_total") for _ in range(6)] == [N] * 6
