@@ -1,8 +1,9 @@
 # syntax=docker/dockerfile:1.7
 # The serving image: Gunicorn + Flask + the release model, PyTorch from the CPU wheels.
-# Two stages: `build` installs the pinned serving requirements into a virtualenv; `runtime`
-# copies that virtualenv, the service, the model code it imports and models/, and runs as a
-# non-root user. Build: `make image` (tags, labels and the Trivy scan come from there).
+# Two stages: `build` installs the pinned serving requirements into a virtualenv and compiles
+# the release model with AOTInductor (g++ lives in this stage only); `runtime` copies that
+# virtualenv, the compiled package, the service, the model code it imports and models/, and
+# runs as a non-root user. Build: `make image` (tags, labels and the Trivy scan come from there).
 
 # Pinned to an exact patch release; add @sha256:<digest> once your registry mirror resolves it.
 ARG PYTHON_IMAGE=python:3.11.14-slim-bookworm
@@ -17,6 +18,16 @@ RUN grep -E '^torch(vision)?==' /tmp/requirements-serve.txt > /tmp/torch.txt \
     && pip install --index-url https://download.pytorch.org/whl/cpu -r /tmp/torch.txt \
     && pip install -r /tmp/requirements-serve.txt \
     && find /opt/venv -name '__pycache__' -prune -exec rm -rf {} +
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends g++ \
+    && rm -rf /var/lib/apt/lists/*
+WORKDIR /srv
+# Only the model code the service imports (tests/test_dockerfile.py keeps this list honest).
+COPY ml/__init__.py ml/artifact.py ml/config.py ml/data.py ml/export.py ml/fileio.py ml/images.py ml/models.py ml/
+COPY models/ models/
+# AVX2 code (x86-64-v3), for TORCH_THREADS=1; the service checks it against models/ at start.
+RUN python -m ml.export --model models --out build/model.pt2 --threads 1
 
 FROM ${PYTHON_IMAGE} AS runtime
 ARG GIT_COMMIT=unknown
@@ -36,15 +47,16 @@ COPY --from=build /opt/venv /opt/venv
 WORKDIR /srv
 COPY gunicorn.conf.py ./
 COPY app/ app/
-# Only the model code the service imports (tests/test_dockerfile.py keeps this list honest).
-COPY ml/__init__.py ml/artifact.py ml/config.py ml/data.py ml/fileio.py ml/images.py ml/models.py ml/
+COPY ml/__init__.py ml/artifact.py ml/config.py ml/data.py ml/export.py ml/fileio.py ml/images.py ml/models.py ml/
 COPY models/ models/
+COPY --from=build /srv/build/model.pt2 build/model.pt2
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     HOST=0.0.0.0 \
     PORT=8000 \
     MODEL_DIR=/srv/models \
+    MODEL_PACKAGE=/srv/build/model.pt2 \
     SERVICE_VERSION=${VERSION}
 USER 10001:10001
 EXPOSE 8000

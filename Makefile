@@ -14,6 +14,8 @@ DVC := PATH="$(BIN):$$PATH" DVC_NO_ANALYTICS=1 $(BIN)/dvc
 export PYTHONUNBUFFERED := 1
 
 PORT ?= 8000
+# The release model compiled with AOTInductor (ml/export.py): what `make serve` and the image run.
+MODEL_PACKAGE := build/model.pt2
 # Binaries the tests drive for real (Debian packages): a browser and its driver, a load generator,
 # Prometheus and Alertmanager (promtool, amtool).
 APT_PACKAGES := chromium chromium-driver wrk prometheus prometheus-alertmanager
@@ -26,7 +28,7 @@ truthy = $(filter 1 true yes on,$(shell printf '%s' '$(1)' | tr '[:upper:]' '[:l
 NODE_TOOLS := deploy/jenkins/node_modules/.installed
 
 .PHONY: help setup system-deps node-tools lint format test test-unit checkout data train evaluate register \
-	validate image push deploy smoke status logs port-forward alerts kind-down serve mlflow-ui bench-train \
+	validate image push deploy smoke status logs port-forward alerts kind-down export-model serve mlflow-ui bench-train \
 	bench-serve replay monitor-up monitor-down mail pipeline clean
 
 help: ## List the targets
@@ -133,8 +135,13 @@ alerts: ## What is firing now (amtool against Alertmanager)
 kind-down: ## Delete the Kind cluster
 	deploy/cluster.sh down
 
-serve: $(STAMP) ## The production server (Gunicorn, as in the image) on 127.0.0.1:$$PORT
-	PORT=$(PORT) $(BIN)/gunicorn -c gunicorn.conf.py
+$(MODEL_PACKAGE): models/model.safetensors models/model.json ml/export.py | $(STAMP)
+	$(PY) -m ml.export --model models --out $@
+
+export-model: $(MODEL_PACKAGE) ## Compile models/ with AOTInductor for the service (build/model.pt2, ~25 s)
+
+serve: $(STAMP) $(MODEL_PACKAGE) ## The production server (Gunicorn, as in the image) on 127.0.0.1:$$PORT
+	PORT=$(PORT) MODEL_PACKAGE=$(MODEL_PACKAGE) $(BIN)/gunicorn -c gunicorn.conf.py
 
 mlflow-ui: $(STAMP) ## MLflow UI on http://127.0.0.1:5001
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5001
@@ -142,13 +149,13 @@ mlflow-ui: $(STAMP) ## MLflow UI on http://127.0.0.1:5001
 bench-train: data ## Data-loading and training throughput, and each stage's wall time
 	$(PY) -m ml.bench_train
 
-bench-serve: $(STAMP) system-deps ## Draft decoding, server vs in-process throughput, latency, RSS
-	$(PY) -m app.bench_serve
+bench-serve: $(STAMP) system-deps $(MODEL_PACKAGE) ## Draft decoding, inference options, server vs in-process throughput, RSS
+	$(PY) -m app.bench_serve --package $(MODEL_PACKAGE)
 
 replay: $(STAMP) ## Send labelled test photos (+feedback) to the service: RATE=5 COUNT=200 SHARE=0.5 MISLABEL=1
 	$(PY) -m app.replay --rate $${RATE:-5} --count $${COUNT:-200} --feedback-share $${SHARE:-0.5} $${MISLABEL:+--mislabel}
 
-monitor-up: $(STAMP) system-deps ## Service, Prometheus, Alertmanager, SMTP sink and MLflow on loopback (FAST=1 for demos)
+monitor-up: $(STAMP) system-deps $(MODEL_PACKAGE) ## Service, Prometheus, Alertmanager, SMTP sink and MLflow on loopback (FAST=1 for demos)
 	deploy/local-stack.sh up
 
 monitor-down: ## Stop the local monitoring stack

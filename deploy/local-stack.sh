@@ -41,7 +41,7 @@ up() {
     # prometheus_client's multiprocess files must not outlive the server: a fresh one counts from 0.
     rm -rf "$STATE/prometheus-multiproc"
   fi
-  start service env PORT=8000 PROMETHEUS_MULTIPROC_DIR="$PWD/$STATE/prometheus-multiproc" $BIN/gunicorn -c gunicorn.conf.py
+  start service env PORT=8000 MODEL_PACKAGE="${MODEL_PACKAGE:-build/model.pt2}" PROMETHEUS_MULTIPROC_DIR="$PWD/$STATE/prometheus-multiproc" $BIN/gunicorn -c gunicorn.conf.py
   start alertmanager prometheus-alertmanager --config.file="$STATE/alertmanager.yml" \
     --storage.path="$STATE/alertmanager-data" --web.listen-address=127.0.0.1:9093 --cluster.listen-address=
   start prometheus prometheus --config.file="$STATE/prometheus.yml" --storage.tsdb.path="$STATE/prometheus-data" \

@@ -100,8 +100,10 @@ def test_build_context_keeps_data_runs_and_secrets_out() -> None:
 
 
 def copied_ml_modules() -> set[str]:
-    (line,) = [c for c in instructions("COPY") if c.startswith("ml/") and c.endswith(" ml/")]
-    return {Path(p).stem for p in line.split()[:-1]}
+    """The ml/ files each stage copies: the build stage compiles with what the runtime loads."""
+    lines = [c for c in instructions("COPY") if c.startswith("ml/") and c.endswith(" ml/")]
+    assert len(lines) == 2 and lines[0] == lines[1], lines
+    return {Path(p).stem for p in lines[0].split()[:-1]}
 
 
 def test_the_image_gets_exactly_the_model_code_the_service_imports(tmp_path: Path) -> None:
@@ -123,19 +125,33 @@ import ml
 assert os.path.dirname(ml.__file__) == os.path.join(os.getcwd(), "ml"), ml.__file__
 app = create_app()
 client = app.test_client()
-assert client.get("/ready").status_code == 200, client.get("/ready").json
+ready = client.get("/ready")
+assert ready.status_code == 200, ready.json
 with open(sys.argv[1], "rb") as f:
     r = client.post("/predict", data={"file": (f, "p.jpg")})
 assert r.status_code == 200, r.json
 loaded = sorted(TRAINING_ONLY & {m.split(".")[0] for m in sys.modules})
 assert not loaded, f"serving imported packages that are not in requirements-serve.txt: {loaded}"
-print("served", r.json["prediction"])
+print("served", r.json["prediction"], "with", ready.json["engine"])
 """
 
 
+def compiled_package_paths() -> tuple[list[str], str]:
+    """The build stage's export command, and where the runtime finds its output (under /srv)."""
+    (run,) = [r for r in instructions("RUN") if "ml.export" in r]
+    argv = run.split()
+    (copy,) = [c for c in instructions("COPY") if c.startswith("--from=build") and ".pt2" in c]
+    _, source, dest = copy.split()
+    assert source == "/srv/" + argv[argv.index("--out") + 1]  # both stages work in /srv
+    env = " ".join(instructions("ENV"))
+    assert f"MODEL_PACKAGE=/srv/{dest}" in env, env
+    return argv, dest
+
+
 def test_the_service_runs_from_the_image_files_with_serving_packages_only(tmp_path: Path) -> None:
-    """The files the Dockerfile copies, in a folder of their own: the model loads, a photo is
-    classified, and nothing from the training stack was imported on the way."""
+    """The files the Dockerfile copies, in a folder of their own: the build stage's compile
+    step runs, the model and its package load, a photo is classified, and nothing from the
+    training stack was imported on the way."""
     tree = tmp_path / "srv"
     for spec in instructions("COPY"):
         if spec.startswith("--from"):
@@ -153,14 +169,24 @@ def test_the_service_runs_from_the_image_files_with_serving_packages_only(tmp_pa
 
     photo = tmp_path / "p.jpg"
     photo.write_bytes(jpeg_bytes((200, 60, 50), size=(320, 240)))
+    export, package = compiled_package_paths()
+    assert export[:3] == ["python", "-m", "ml.export"]
+    compiled = subprocess.run(
+        [sys.executable, *export[1:]], cwd=tree, capture_output=True, text=True, timeout=300,
+        env={"PATH": "/usr/bin:/bin"},
+    )  # fmt: skip
+    assert compiled.returncode == 0, compiled.stderr[-3000:]
     script = tmp_path / "serve_only.py"
     script.write_text(textwrap.dedent(SERVE_ONLY))
+    no_compiler = tmp_path / "empty-bin"  # the runtime image has no g++: nothing may need one
+    no_compiler.mkdir()
     result = subprocess.run(
         [sys.executable, str(script), str(photo)], cwd=tree, capture_output=True, text=True, timeout=300,
-        env={"PATH": "/usr/bin:/bin", "MODEL_DIR": str(tree / "models")},
+        env={"PATH": str(no_compiler), "CXX": "/nonexistent/g++", "MODEL_DIR": str(tree / "models"),
+             "MODEL_PACKAGE": str(tree / package)},
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout.strip().splitlines()[-1] in {"served cat", "served dog"}
+    assert result.stdout.strip().splitlines()[-1] in {"served cat with aotinductor", "served dog with aotinductor"}
 
 
 def test_serving_requirements_are_a_pinned_subset_of_the_full_set() -> None:
