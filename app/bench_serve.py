@@ -3,7 +3,8 @@
 1. Preprocessing of a 12-megapixel camera-like JPEG: draft-mode decode (what the service
    does) against a full decode then resize; median of repeats and the ratio.
 2. Inference options for the release model at batch 1, one thread: the same predictions,
-   different speeds; then one request's whole cost (decode + preprocess + forward).
+   different speeds (the service runs the AOTInductor package of `make export-model`); then
+   one request's whole cost (decode + preprocess + forward).
 3. Raw in-process throughput (decode + preprocess + forward) in as many processes as the
    server has workers, one torch thread each, on the same photos the load test sends.
 4. The real server (Gunicorn, gunicorn.conf.py) under wrk with a Lua script on loopback:
@@ -36,6 +37,7 @@ from PIL import Image
 from app.inference import Classifier
 from app.local_server import gunicorn
 from ml.artifact import load_release, predict_proba
+from ml.export import load_package
 from ml.images import normalise, open_rgb, to_tensor
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -76,7 +78,7 @@ def bench_preprocessing(big: bytes, size: int, what: str) -> None:
     )
 
 
-def bench_inference_options(model_dir: Path) -> None:
+def bench_inference_options(model_dir: Path, package: Path) -> None:
     torch.set_num_threads(1)
     release = load_release(model_dir)
     size = release.image_size
@@ -100,11 +102,18 @@ def bench_inference_options(model_dir: Path) -> None:
         with torch.inference_mode():
             return torch.softmax(compiled(normalise(x, release.mean, release.std)), 1)
 
+    aoti = load_package(package, release, threads=1)
+
+    def aot() -> torch.Tensor:
+        with torch.inference_mode():
+            return aoti(x)
+
     options: dict[str, Callable[[], torch.Tensor]] = {
         "no_grad (eager)": eager,
-        "inference_mode (service)": lambda: predict_proba(release, x),
+        "inference_mode (eager)": lambda: predict_proba(release, x),
         "TorchScript frozen": jit,
-        "torch.compile (inductor)": inductor,
+        "torch.compile (JIT inductor)": inductor,
+        "AOTInductor AVX2 (service)": aot,
     }
     if hasattr(model, "net"):  # the EfficientNet: compare with the default NCHW layout
         nchw: Any = copy.deepcopy(model).to(memory_format=torch.contiguous_format)
@@ -120,15 +129,16 @@ def bench_inference_options(model_dir: Path) -> None:
         for _ in range(3):
             fn()
         same = torch.allclose(fn(), reference, atol=1e-4)
-        print(f"batch 1, 1 thread, {name:<26} {median_seconds(fn, 15) * 1000:6.1f} ms  same predictions: {same}")
+        print(f"batch 1, 1 thread, {name:<28} {median_seconds(fn, 15) * 1000:6.1f} ms  same predictions: {same}")
     xb = x.repeat(4, 1, 1, 1)
     per_image = median_seconds(lambda: predict_proba(release, xb), 7) / 4 * 1000
     print(f"micro-batch of 4, 1 thread, per image      {per_image:6.1f} ms (a sync worker sees one request at a time)")
 
 
-def bench_end_to_end(model_dir: Path, photos: list[bytes]) -> None:
+def bench_end_to_end(model_dir: Path, package: Path, photos: list[bytes]) -> None:
     """What one request costs the service: decode + preprocess + forward, batch 1, one thread."""
-    classifier = Classifier(str(model_dir), threads=1)
+    classifier = Classifier(str(model_dir), threads=1, package=str(package))
+    assert classifier.engine == "aotinductor", "the compiled package was refused: see the log line above"
     for data in photos[:3]:
         classifier.predict(data)
     times, decode = [], []
@@ -143,9 +153,9 @@ def bench_end_to_end(model_dir: Path, photos: list[bytes]) -> None:
     )
 
 
-def _raw_worker(args: tuple[str, list[bytes], float]) -> int:
-    model_dir, photos, seconds = args
-    classifier = Classifier(model_dir, threads=1)
+def _raw_worker(args: tuple[str, str, list[bytes], float]) -> int:
+    model_dir, package, photos, seconds = args
+    classifier = Classifier(model_dir, threads=1, package=package)
     done, deadline = 0, time.perf_counter() + seconds
     while time.perf_counter() < deadline:
         classifier.predict(photos[done % len(photos)])
@@ -153,9 +163,9 @@ def _raw_worker(args: tuple[str, list[bytes], float]) -> int:
     return done
 
 
-def bench_raw(model_dir: Path, photos: list[bytes], workers: int, seconds: float) -> float:
+def bench_raw(model_dir: Path, package: Path, photos: list[bytes], workers: int, seconds: float) -> float:
     with mp.get_context("spawn").Pool(workers) as pool:
-        counts = pool.map(_raw_worker, [(str(model_dir), photos, seconds)] * workers)
+        counts = pool.map(_raw_worker, [(str(model_dir), str(package), photos, seconds)] * workers)
     rate = sum(counts) / seconds
     print(f"raw in-process: {workers} processes x 1 thread: {rate:6.1f} photos/s")
     return rate
@@ -194,15 +204,17 @@ def rss_kib(pid: int) -> tuple[int, int]:
     return rss, pss
 
 
-def bench_server(model_dir: Path, files: list[Path], workers: int, seconds: int, raw: float) -> None:
+def bench_server(model_dir: Path, package: Path, files: list[Path], workers: int, seconds: int, raw: float) -> None:
     if not shutil.which("wrk"):
         raise SystemExit("wrk is not installed: run `make system-deps`")
     with tempfile.TemporaryDirectory() as tmp:
         script = Path(tmp) / "post.lua"
         paths = ", ".join(f'"{p}"' for p in files)
         script.write_text(f"PATHS = {{{paths}}}\n" + WRK_LUA)
-        with gunicorn(Path(tmp), model_dir, workers=workers) as server:
-            requests.get(server.url + "/ready", timeout=10).raise_for_status()
+        env = {"MODEL_PACKAGE": str(package)}
+        with gunicorn(Path(tmp), model_dir, workers=workers, extra_env=env) as server:
+            ready = requests.get(server.url + "/ready", timeout=10)
+            assert ready.json()["engine"] == "aotinductor", ready.text
             subprocess.run(
                 ["wrk", "-t1", "-c2", "-d3s", "-s", str(script), server.url], capture_output=True, check=True
             )
@@ -238,6 +250,7 @@ def bench_server(model_dir: Path, files: list[Path], workers: int, seconds: int,
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", type=Path, default=ROOT / "models")
+    ap.add_argument("--package", type=Path, default=ROOT / "build" / "model.pt2", help="make export-model")
     ap.add_argument("--photos", type=Path, default=PETS)
     ap.add_argument("--workers", type=int, default=int(os.environ.get("WEB_CONCURRENCY", "2")))
     ap.add_argument("--seconds", type=int, default=20)
@@ -261,10 +274,10 @@ def main(argv: list[str] | None = None) -> int:
         bench_preprocessing(bigs[0].read_bytes(), size, "sensor noise 6")
         bench_preprocessing(camera_jpeg(pets[0], noise=2.0), size, "sensor noise 2")
         bench_preprocessing(camera_jpeg(pets[0], noise=0.0), size, "no noise")
-        bench_inference_options(args.model)
-        bench_end_to_end(args.model, [p.read_bytes() for p in pets])
-        raw = bench_raw(args.model, [p.read_bytes() for p in files], args.workers, args.seconds)
-        bench_server(args.model, files, args.workers, args.seconds, raw)
+        bench_inference_options(args.model, args.package)
+        bench_end_to_end(args.model, args.package, [p.read_bytes() for p in pets])
+        raw = bench_raw(args.model, args.package, [p.read_bytes() for p in files], args.workers, args.seconds)
+        bench_server(args.model, args.package, files, args.workers, args.seconds, raw)
     return 0
 
 
