@@ -70,7 +70,8 @@ def run_checks(url: str, photos: dict[str, Path], report: Callable[[Check], None
     ready = session.get(f"{url}/ready", timeout=10)
     if ready.status_code != 200 or ready.json().get("ready") is not True:
         raise SmokeError(f"/ready: {ready.status_code} {ready.text[:200]}")
-    report(Check("ready", f"model {ready.json().get('model_version')}"))
+    # The engine is reported, not required: an eager fallback is slower, not wrong.
+    report(Check("ready", f"model {ready.json().get('model_version')} ({ready.json().get('engine')})"))
     before = prediction_counts(session, url)
     for label, path in sorted(photos.items()):
         upload = {"file": ("photo.jpg", path.read_bytes(), "image/jpeg")}
