@@ -91,6 +91,7 @@ EOF
 deploy_local() {
   echo "Deploy: no Kind cluster here (Docker engine or kind missing) → LOCAL TARGET: the service under"
   echo "Gunicorn plus Prometheus, Alertmanager and an SMTP sink as processes on loopback."
+  make export-model  # what the image's build stage compiles; a no-op when build/model.pt2 is current
   deploy/local-stack.sh down >/dev/null
   deploy/local-stack.sh up
   record local "http://127.0.0.1:8000"
