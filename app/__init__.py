@@ -49,7 +49,9 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     )
     if classifier.release is not None:
         card = classifier.release.card
-        service_metrics.model_info.labels(card["version"], card.get("mlflow_run_id", ""), card["architecture"]).set(1)
+        service_metrics.model_info.labels(
+            card["version"], card.get("mlflow_run_id", ""), card["architecture"], classifier.engine
+        ).set(1)
     service_metrics.model_ready.set(1 if classifier.ready else 0)
 
     for bp in (pages_bp, docs_bp, health_bp, api_bp):

@@ -86,8 +86,8 @@ class ServiceMetrics:
         )
         self.model_info = Gauge(
             "model_info",
-            "The model being served (value is 1)",
-            ["version", "run_id", "architecture"],
+            "The model being served (value is 1); engine: aotinductor, or eager after a refused package",
+            ["version", "run_id", "architecture", "engine"],
             multiprocess_mode="livemax",
             registry=r,
         )

@@ -78,7 +78,12 @@ MODEL: list[Panel] = [
         "percentunit",
         "timeseries",
     ),
-    ("Model version", [("max by (version, run_id) (model_info)", "{{version}} (run {{run_id}})")], "short", "table"),
+    (
+        "Model version",
+        [("max by (version, run_id, engine) (model_info)", "{{version}} (run {{run_id}}, {{engine}})")],
+        "short",
+        "table",
+    ),
     (
         "Inference and decode latency p95",
         [

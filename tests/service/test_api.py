@@ -201,7 +201,7 @@ def test_metrics_count_predictions_rejections_and_model(client: FlaskClient) -> 
     total = sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith("predictions_total{"))
     assert total == 3
     assert 'rejected_inputs_total{reason="not_an_image"} 1.0' in text
-    assert "model_ready 1.0" in text and 'model_info{architecture="tiny_cnn"' in text
+    assert "model_ready 1.0" in text and 'model_info{architecture="tiny_cnn",engine="eager"' in text
     for name in (
         "prediction_confidence_bucket",
         "model_inference_seconds_bucket",
@@ -222,6 +222,7 @@ def test_the_compiled_package_serves_the_same_answers(
     fast = compiled.test_client()
     assert fast.get("/ready").get_json()["engine"] == "aotinductor"
     assert fast.get("/version").get_json()["engine"] == "aotinductor"
+    assert 'engine="aotinductor"' in fast.get("/metrics").get_data(as_text=True)
     assert client.get("/ready").get_json()["engine"] == "eager"
     for i, color in enumerate([(200, 60, 50), (40, 70, 210), (90, 90, 90)]):
         photo = jpeg_bytes(color, size=(300, 200), seed=i)
