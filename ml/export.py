@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from ml.artifact import ModelLoadError, ReleaseModel, load_release, predict_proba
+from ml.images import normalise
 
 Forward = Callable[[torch.Tensor], torch.Tensor]
 PORTABLE_X86 = {"cpp.simdlen": 256, "cpp.march": "x86-64-v3"}  # AVX2 code, whatever builds it
@@ -41,20 +42,15 @@ class PackageError(RuntimeError):
 
 
 class ServingGraph(nn.Module):
-    """What the service computes for a batch: uint8 N×3×S×S → class probabilities N×C."""
-
-    mean: torch.Tensor
-    std: torch.Tensor
+    """What ``predict_proba`` computes, as one module to export: uint8 N×3×S×S → probabilities."""
 
     def __init__(self, release: ReleaseModel) -> None:
         super().__init__()
         self.model = release.model
-        self.register_buffer("mean", torch.tensor(release.mean, dtype=torch.float32).view(1, 3, 1, 1))
-        self.register_buffer("std", torch.tensor(release.std, dtype=torch.float32).view(1, 3, 1, 1))
+        self.mean, self.std = release.mean, release.std  # traced in as constants
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        x = (pixels.float() / 255.0 - self.mean) / self.std
-        return torch.softmax(self.model(x).float(), dim=1)
+        return torch.softmax(self.model(normalise(pixels, self.mean, self.std)).float(), dim=1)
 
 
 def cpu_capability() -> str:
