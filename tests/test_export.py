@@ -18,13 +18,10 @@ from tests.helpers import save_tiny_release
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """A tiny release and its compiled package (about 10 s to compile)."""
-    root = tmp_path_factory.mktemp("export")
-    save_tiny_release(root / "model")
-    package = export_package(load_release(root / "model"), root / "out" / "model.pt2")
-    return root / "model", package
+@pytest.fixture
+def tiny(tiny_model: Path, tiny_package: Path) -> tuple[Path, Path]:
+    """The shared tiny release and its compiled package (tests/conftest.py: compiled once)."""
+    return tiny_model, tiny_package
 
 
 def test_the_package_equals_eager_and_records_what_it_was_built_from(tiny: tuple[Path, Path]) -> None:

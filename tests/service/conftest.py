@@ -9,27 +9,9 @@ from flask.testing import FlaskClient
 from PIL import Image
 
 from app import create_app
-from tests.helpers import save_tiny_release
 
 ROOT = Path(__file__).resolve().parents[2]
 RELEASE = ROOT / "models"
-
-
-@pytest.fixture(scope="session")
-def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A real (untrained) release model, for tests that need a model but not a good one."""
-    out = tmp_path_factory.mktemp("tiny-model")
-    save_tiny_release(out, test_metrics={"accuracy": 0.5, "n": 0}, mlflow_run_id="test")
-    return out
-
-
-@pytest.fixture(scope="session")
-def tiny_package(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """tiny_model compiled with AOTInductor, as `make export-model` compiles the release (~10 s)."""
-    from ml.artifact import load_release
-    from ml.export import export_package
-
-    return export_package(load_release(tiny_model), tmp_path_factory.mktemp("tiny-package") / "model.pt2")
 
 
 @pytest.fixture
