@@ -51,6 +51,8 @@ def open_rgb(source: str | Path | bytes, draft_size: int | None = None) -> Image
                 im.draft("RGB", (draft_size, draft_size))
             im.load()
             return _to_rgb(ImageOps.exif_transpose(im))
+    except ImageError:
+        raise
     except Image.DecompressionBombError as exc:
         raise ImageError("too_many_pixels", str(exc)) from exc
     except UnidentifiedImageError as exc:
