@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL.JpegImagePlugin import JpegImageFile
 
 # A decompression bomb is refused rather than decoded: 50 MP covers any phone camera.
 MAX_PIXELS = 50_000_000
@@ -46,7 +47,8 @@ def open_rgb(source: str | Path | bytes, draft_size: int | None = None) -> Image
         with Image.open(fp) as im:
             if im.width * im.height > MAX_PIXELS:  # Pillow only warns between 1x and 2x its limit
                 raise ImageError("too_many_pixels", f"{im.width}x{im.height} is over {MAX_PIXELS:,} pixels")
-            if draft_size and im.format == "JPEG":
+            # Phones' multi-picture JPEGs open as MPO, a JpegImageFile too.
+            if draft_size and isinstance(im, JpegImageFile):
                 # draft keeps the image at least this size, so resizing loses nothing.
                 im.draft("RGB", (draft_size, draft_size))
             im.load()

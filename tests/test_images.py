@@ -108,6 +108,16 @@ def test_draft_decoding_of_a_large_jpeg_matches_a_full_decode() -> None:
     assert (drafted - full).abs().mean() < 6  # same picture, decoded at reduced scale
 
 
+def test_multi_picture_jpegs_from_phones_decode_in_draft_mode_too() -> None:
+    big = Image.effect_mandelbrot((1600, 1200), (-2, -1.5, 1, 1.5), 60).convert("RGB")
+    plain = encode(big, "JPEG", quality=92)
+    mpo = encode(big, "MPO", quality=92, save_all=True, append_images=[big.resize((400, 300))])
+    assert Image.open(io.BytesIO(mpo)).format == "MPO"
+    for data in (plain, mpo):
+        assert open_rgb(data, draft_size=96).size == (200, 150)  # decoded at 1/8 scale
+        assert open_rgb(data).size == (1600, 1200)
+
+
 def test_normalise() -> None:
     batch = to_tensor(Image.new("RGB", (4, 4), (255, 0, 127)), 4).unsqueeze(0)
     x = normalise(batch, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
