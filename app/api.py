@@ -17,7 +17,14 @@ bp = Blueprint("api", __name__)
 log = logging.getLogger("app.predict")
 
 # Image problems → HTTP status: too big is 413, not a picture is 415, a broken one 422.
-_IMAGE_STATUS = {"too_many_pixels": 413, "not_an_image": 415, "empty": 400, "truncated": 422, "unreadable": 422}
+_IMAGE_STATUS = {
+    "too_many_pixels": 413,
+    "not_an_image": 415,
+    "empty": 400,
+    "truncated": 422,
+    "unreadable": 422,
+    "too_many_scans": 422,
+}
 
 
 def _classifier() -> Classifier:

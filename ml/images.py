@@ -17,6 +17,11 @@ from PIL.JpegImagePlugin import JpegImageFile
 # A decompression bomb is refused rather than decoded: 50 MP covers any phone camera.
 MAX_PIXELS = 50_000_000
 Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+# A progressive JPEG's cost is scans x pixels, and the standard lets a few bytes of EOB runs
+# make a scan over the whole image: 1,000 scans of 49 MP fit in 0.36 MB and hold a worker for
+# 28 s (libjpeg-turbo calls it LJT-01-003; only a scan limit helps). Encoders write 1 to 13.
+MAX_JPEG_SCANS = 64
+_SOS = b"\xff\xda"
 
 
 class ImageError(ValueError):
@@ -35,20 +40,20 @@ def open_rgb(source: str | Path | bytes, draft_size: int | None = None) -> Image
     photo is far larger than the size it will be resized to: a large speed-up for
     camera photos and no change for small ones.
     """
-    if isinstance(source, bytes):
-        if not source:
-            raise ImageError("empty", "the file has zero bytes")
-        fp: io.BytesIO | Path = io.BytesIO(source)
-    else:
-        fp = Path(source)
-        if fp.stat().st_size == 0:
-            raise ImageError("empty", "the file has zero bytes")
+    data = source if isinstance(source, bytes) else Path(source).read_bytes()
+    if not data:
+        raise ImageError("empty", "the file has zero bytes")
     try:
-        with Image.open(fp) as im:
+        with Image.open(io.BytesIO(data)) as im:
             if im.width * im.height > MAX_PIXELS:  # Pillow only warns between 1x and 2x its limit
                 raise ImageError("too_many_pixels", f"{im.width}x{im.height} is over {MAX_PIXELS:,} pixels")
             # Phones' multi-picture JPEGs open as MPO, a JpegImageFile too.
-            if draft_size and isinstance(im, JpegImageFile):
+            jpeg = isinstance(im, JpegImageFile)
+            # Entropy-coded data escapes every 0xFF, so each scan libjpeg reads starts with these
+            # two bytes: the count can only overstate the scans (a thumbnail, an appended image).
+            if jpeg and (scans := data.count(_SOS)) > MAX_JPEG_SCANS:
+                raise ImageError("too_many_scans", f"{scans} JPEG scans; at most {MAX_JPEG_SCANS} are decoded")
+            if draft_size and jpeg:
                 # draft keeps the image at least this size, so resizing loses nothing.
                 im.draft("RGB", (draft_size, draft_size))
             im.load()

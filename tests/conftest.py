@@ -30,6 +30,15 @@ def jpeg_bytes(color: tuple[int, int, int], size: tuple[int, int] = (48, 40), se
     return buf.getvalue()
 
 
+def many_scans_jpeg(scans: int, size: tuple[int, int] = (64, 48)) -> bytes:
+    """A progressive JPEG whose last scan is repeated until the file holds ``scans`` scans."""
+    data = jpeg_bytes((90, 120, 150), size=size, progressive=True)
+    last = data.rindex(b"\xff\xda")  # the last scan runs to the end-of-image marker
+    extra = scans - data.count(b"\xff\xda")
+    assert extra >= 0 and data.endswith(b"\xff\xd9")
+    return data[:-2] + data[last:-2] * extra + b"\xff\xd9"
+
+
 CAT_COLOUR, DOG_COLOUR = (200, 60, 50), (40, 70, 210)
 
 

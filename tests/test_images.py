@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ml.images import ImageError, load_tensor, normalise, open_rgb, to_tensor
-from tests.conftest import jpeg_bytes
+from ml.images import MAX_JPEG_SCANS, ImageError, load_tensor, normalise, open_rgb, to_tensor
+from tests.conftest import jpeg_bytes, many_scans_jpeg
 
 
 def encode(im: Image.Image, fmt: str, **kw: object) -> bytes:
@@ -85,6 +85,16 @@ def test_decompression_bomb_is_refused(side: int) -> None:
     with pytest.raises(ImageError) as err:
         open_rgb(bomb_png(side, side))
     assert err.value.reason == "too_many_pixels"
+
+
+def test_progressive_jpeg_with_too_many_scans_is_refused_before_decoding() -> None:
+    at_limit = many_scans_jpeg(MAX_JPEG_SCANS)
+    assert at_limit.count(b"\xff\xda") == MAX_JPEG_SCANS
+    assert open_rgb(at_limit).size == (64, 48)  # the repeated scans are still a decodable file
+    with pytest.raises(ImageError) as err:
+        open_rgb(many_scans_jpeg(MAX_JPEG_SCANS + 1))
+    assert err.value.reason == "too_many_scans"
+    assert f"{MAX_JPEG_SCANS + 1} JPEG scans" in err.value.detail
 
 
 def test_zero_byte_file_on_disk(tmp_path) -> None:  # type: ignore[no-untyped-def]

@@ -14,7 +14,7 @@ from flask.testing import FlaskClient
 from PIL import Image
 
 from app import create_app
-from tests.conftest import jpeg_bytes
+from tests.conftest import jpeg_bytes, many_scans_jpeg
 from tests.service.conftest import encode
 
 
@@ -82,6 +82,7 @@ def bomb_png(width: int, height: int) -> bytes:
         (jpeg_bytes((5, 5, 5), size=(120, 120))[:700], 422, "truncated"),
         (b"BM" + b"\x00" * 60, 422, "unreadable"),  # a BMP header with nothing behind it
         (bomb_png(60000, 60000), 413, "too_many_pixels"),
+        (many_scans_jpeg(500), 422, "too_many_scans"),  # libjpeg-turbo's LJT-01-003
         (b"\x00" * 2_100_000, 413, "file_too_large"),
     ],
 )
