@@ -149,8 +149,8 @@ mlflow-ui: $(STAMP) ## MLflow UI on http://127.0.0.1:5001
 bench-train: data ## Data-loading and training throughput, and each stage's wall time
 	$(PY) -m ml.bench_train
 
-bench-serve: $(STAMP) system-deps $(MODEL_PACKAGE) ## Draft decoding, inference options, server vs in-process throughput, RSS
-	$(PY) -m app.bench_serve --package $(MODEL_PACKAGE)
+bench-serve: $(STAMP) system-deps $(MODEL_PACKAGE) ## Draft decoding, inference options, server vs in-process throughput, RSS (CAMERA=dir: your own JPEGs too)
+	$(PY) -m app.bench_serve --package $(MODEL_PACKAGE) $(if $(CAMERA),--camera $(CAMERA))
 
 replay: $(STAMP) ## Send labelled test photos (+feedback) to the service: RATE=5 COUNT=200 SHARE=0.5 MISLABEL=1
 	$(PY) -m app.replay --rate $${RATE:-5} --count $${COUNT:-200} --feedback-share $${SHARE:-0.5} $${MISLABEL:+--mislabel}

@@ -38,7 +38,7 @@ from app.inference import Classifier
 from app.local_server import gunicorn
 from ml.artifact import load_release, predict_proba
 from ml.export import load_package
-from ml.images import normalise, open_rgb, to_tensor
+from ml.images import MAX_JPEG_SCANS, ImageError, normalise, open_rgb, to_tensor
 
 ROOT = Path(__file__).resolve().parent.parent
 PETS = ROOT.parent / "shared" / "pets" / "PetImages"
@@ -64,7 +64,9 @@ def camera_jpeg(source: Path, seed: int = 0, noise: float = 6.0) -> bytes:
     return buf.getvalue()
 
 
-def bench_preprocessing(big: bytes, size: int, what: str) -> None:
+def bench_preprocessing(big: bytes, size: int, what: str) -> float:
+    """Print and return how many times faster draft mode preprocesses ``big`` than a full decode."""
+
     def full() -> torch.Tensor:
         im = Image.open(io.BytesIO(big))
         im.load()
@@ -72,10 +74,54 @@ def bench_preprocessing(big: bytes, size: int, what: str) -> None:
 
     drafted = median_seconds(lambda: to_tensor(open_rgb(big, draft_size=size), size), 7)
     plain = median_seconds(full, 7)
+    with Image.open(io.BytesIO(big)) as im:
+        shape = f"{im.width * im.height / 1e6:.1f} MP{' progressive' if im.info.get('progressive') else ''}"
     print(
-        f"12 MP JPEG, {what} ({len(big) / 1e6:.1f} MB) → {size}px: full decode+resize {plain * 1000:6.1f} ms, "
+        f"{shape} JPEG, {what} ({len(big) / 1e6:.1f} MB) → {size}px: full decode+resize {plain * 1000:6.1f} ms, "
         f"draft mode {drafted * 1000:5.1f} ms → {plain / drafted:4.1f}x faster (target ≥ 8x)"
     )
+    return plain / drafted
+
+
+def bench_hostile_jpeg(size: int) -> None:
+    """What the scan limit saves: a 49 MP progressive JPEG with more and more scans."""
+    buf = io.BytesIO()
+    Image.new("RGB", (7000, 7000), (120, 80, 40)).save(buf, "JPEG", progressive=True)
+    data = buf.getvalue()
+    last, scans = data.rindex(b"\xff\xda"), data.count(b"\xff\xda")  # repeat the last scan
+
+    def with_scans(n: int) -> bytes:
+        return data[:-2] + data[last:-2] * (n - scans) + data[-2:]
+
+    normal = median_seconds(lambda: open_rgb(data, draft_size=size), 3)
+    at_limit = with_scans(MAX_JPEG_SCANS)
+    limit = median_seconds(lambda: open_rgb(at_limit, draft_size=size), 3)
+    per_scan = (limit - normal) / (MAX_JPEG_SCANS - scans)
+    bomb = with_scans(1000)
+
+    def refuse() -> None:
+        try:
+            open_rgb(bomb, draft_size=size)
+        except ImageError:
+            return
+        raise AssertionError("a 1,000-scan JPEG was decoded")
+
+    refused = median_seconds(refuse, 7)
+    print(
+        f"49 MP progressive JPEG: {scans} scans (an encoder's) {normal:.2f} s, "
+        f"{MAX_JPEG_SCANS} (the limit) {limit:.2f} s, {per_scan * 1000:.0f} ms per extra scan; "
+        f"1,000 scans ({len(bomb) / 1e6:.2f} MB, about {1000 * per_scan:.0f} s to decode) refused in "
+        f"{refused * 1000:.1f} ms"
+    )
+
+
+def bench_camera_folder(folder: Path, size: int) -> None:
+    """Draft against full decoding on the caller's own photos (say, a phone's 12 MP JPEGs)."""
+    photos = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".jpg", ".jpeg"))
+    if not photos:
+        raise SystemExit(f"no .jpg files in {folder}")
+    ratios = [bench_preprocessing(p.read_bytes(), size, p.name) for p in photos]
+    print(f"{len(ratios)} photos from {folder}: median {statistics.median(ratios):.1f}x faster with draft mode")
 
 
 def bench_inference_options(model_dir: Path, package: Path) -> None:
@@ -254,6 +300,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--photos", type=Path, default=PETS)
     ap.add_argument("--workers", type=int, default=int(os.environ.get("WEB_CONCURRENCY", "2")))
     ap.add_argument("--seconds", type=int, default=20)
+    ap.add_argument("--camera", type=Path, help="also time draft decoding on the JPEGs in this folder")
     args = ap.parse_args(argv)
     if not (args.photos / "Cat").is_dir():
         raise SystemExit(f"real photos not found at {args.photos}")
@@ -274,6 +321,9 @@ def main(argv: list[str] | None = None) -> int:
         bench_preprocessing(bigs[0].read_bytes(), size, "sensor noise 6")
         bench_preprocessing(camera_jpeg(pets[0], noise=2.0), size, "sensor noise 2")
         bench_preprocessing(camera_jpeg(pets[0], noise=0.0), size, "no noise")
+        if args.camera:
+            bench_camera_folder(args.camera, size)
+        bench_hostile_jpeg(size)
         bench_inference_options(args.model, args.package)
         bench_end_to_end(args.model, args.package, [p.read_bytes() for p in pets])
         raw = bench_raw(args.model, args.package, [p.read_bytes() for p in files], args.workers, args.seconds)
