@@ -35,7 +35,7 @@ class PetNet(nn.Module):
     def trunk(self, x: torch.Tensor, finetune_blocks: int) -> torch.Tensor:
         raise NotImplementedError(f"{type(self).__name__} has no frozen trunk to cache")
 
-    def top(self, finetune_blocks: int) -> nn.Module:
+    def top(self, finetune_blocks: int) -> Top:
         raise NotImplementedError(f"{type(self).__name__} has no stages to fine-tune")
 
 
@@ -111,12 +111,14 @@ class EfficientNetLite0(PetNet):
             x = stage(x)
         return x
 
-    def top(self, finetune_blocks: int) -> nn.Module:
+    def top(self, finetune_blocks: int) -> Top:
         """The trainable end, sharing this model's parameters: trunk output → logits."""
-        return _Top(self, finetune_blocks)
+        return Top(self, finetune_blocks)
 
 
-class _Top(nn.Module):
+class Top(nn.Module):
+    """The last stages and the head of a model: ``embed`` gives the pooled features."""
+
     def __init__(self, model: EfficientNetLite0, finetune_blocks: int) -> None:
         super().__init__()
         net: Any = model.net

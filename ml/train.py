@@ -33,7 +33,7 @@ from ml.features import backbone_features, decoded_images
 from ml.fileio import atomic_writer
 from ml.images import normalise
 from ml.metrics import classification_metrics, confusion_png, curves_png
-from ml.models import CLASSES, get_spec, imagenet_weights_path
+from ml.models import CLASSES, Top, get_spec, imagenet_weights_path
 
 Prepare = Callable[[torch.Tensor, bool], torch.Tensor]  # (batch, training) → model input
 
@@ -171,17 +171,16 @@ def fit(
 
 def linear_probe(
     head: nn.Module,
-    top: nn.Module,
+    top: Top,
     data: dict[str, tuple[torch.Tensor, torch.Tensor]],
     p: TrainParams,
     device: torch.device,
 ) -> None:
     """Fit the head alone on the pooled features of the frozen top (LP-FT's first step)."""
-    embed: Any = top
     with torch.inference_mode():
         top.eval()
         pooled = {
-            s: (torch.cat([embed.embed(x[i : i + 256].to(device)).cpu() for i in range(0, len(x), 256)]), y)
+            s: (torch.cat([top.embed(x[i : i + 256].to(device)).cpu() for i in range(0, len(x), 256)]), y)
             for s, (x, y) in data.items()
         }
     probe = p.model_copy(
@@ -302,6 +301,7 @@ def run(
             mlflow.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=int(row["epoch"]))
 
         if params.model.freeze_backbone and params.model.finetune_blocks and params.train.linear_probe_epochs:
+            assert isinstance(trainable, Top)  # finetune_blocks > 0 made it model.top(cut)
             linear_probe(model.classifier, trainable, data, params.train, device)
 
         result = fit(trainable, data, prepare, params.train, device, log_epoch)

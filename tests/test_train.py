@@ -95,8 +95,9 @@ def test_frozen_backbone_trains_only_the_head(synthetic_tree: Path, tmp_path: Pa
     assert len(list((tmp_path / "cache").glob("features-*.npy"))) == 3
 
 
+@pytest.mark.parametrize("probe_epochs", [0, 2])  # 2: LP-FT, the head is fitted alone first
 def test_finetuning_the_last_stage_trains_it_on_cached_trunk_outputs(
-    synthetic_tree: Path, tmp_path: Path, mlflow_store: str
+    synthetic_tree: Path, tmp_path: Path, mlflow_store: str, probe_epochs: int
 ) -> None:
     import torch
 
@@ -109,9 +110,12 @@ def test_finetuning_the_last_stage_trains_it_on_cached_trunk_outputs(
         synthetic_tree,
         manifest,
         model={"name": "efficientnet_lite0", "image_size": 32, "freeze_backbone": True, "finetune_blocks": 1},
-        train={"epochs": 2, "lr": 0.01},
+        train={"epochs": 2, "lr": 0.01, "linear_probe_epochs": probe_epochs},
     )
     assert code == 0
+    card = json.loads((tmp_path / "models" / "model.json").read_text())
+    probed = mlflow.get_run(card["mlflow_run_id"]).data.metrics.get("linear_probe_val_accuracy")
+    assert (probed is not None) == (probe_epochs > 0)
     trained = load_release(tmp_path / "models").model
     start = build_model("efficientnet_lite0", pretrained=True)
     before, after = start.state_dict(), trained.state_dict()
