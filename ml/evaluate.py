@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import json
 import sys
 from collections.abc import Callable
@@ -139,7 +140,9 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if (args.data is None) == (args.manifest is None):
         ap.error("give exactly one of --data DIR or --manifest FILE")
+    params = functools.cache(lambda: load_params(args.params))  # read once, and only if needed
     try:
+        experiment = params().mlflow.experiment if args.mlflow else ""  # a bad file fails before the work
         release = load_release(args.model)
         if args.data is not None:
             root = args.data
@@ -148,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
             if not items:
                 raise DataError(f"no labelled photos under {root} (expected cat/dog folders or cat.N.jpg names)")
         else:
-            root = args.source or Path(load_params(args.params).data.source)
+            root = args.source or Path(params().data.source)
             items = [(root / r.path, CLASSES.index(r.label)) for r in select(read_manifest(args.manifest), args.split)]
         figures, prob_dog = evaluate(release, items, args.workers)
     except (ModelLoadError, DataError, ConfigError) as exc:
@@ -163,7 +166,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.mlflow:
         keys = ("accuracy", "precision", "recall", "f1", "roc_auc", "ece")
         scores = {f"eval_test_{k}": float(figures[k]) for k in keys if figures.get(k) is not None}
-        experiment = load_params(args.params).mlflow.experiment
         tracking.log_to_run(release.card.get("mlflow_run_id"), experiment, scores, written, "evaluation")
     for path, err in figures["skipped"].items():
         print(f"skipped {path}: {err}", file=sys.stderr)

@@ -87,7 +87,7 @@ def test_manifest_split_writes_metrics_and_plots(
 
 
 def test_bad_folder_and_bad_model_are_clear_errors(
-    trained: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    trained: tuple[Path, Path], tmp_path: Path, synthetic_tree: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     model, _ = trained
     assert evaluate_main(["--data", str(tmp_path / "missing"), "--model", str(model)]) == 2
@@ -98,6 +98,9 @@ def test_bad_folder_and_bad_model_are_clear_errors(
     assert "no labelled photos" in capsys.readouterr().err
     assert evaluate_main(["--data", str(tmp_path / "unlabelled"), "--model", str(tmp_path)]) == 2
     assert "model card not found" in capsys.readouterr().err
+    missing = ["--params", str(tmp_path / "no-params.yaml")]
+    assert evaluate_main(["--data", str(synthetic_tree), "--model", str(model), *missing, "--mlflow"]) == 2
+    assert "no-params.yaml" in capsys.readouterr().err  # a clear line, not a traceback after the work
 
 
 def test_evaluation_is_logged_to_the_training_run_with_its_contact_sheet(
