@@ -14,6 +14,9 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 from PIL.JpegImagePlugin import JpegImageFile
 
+# What staff upload. Pillow reads 40-odd formats (TIFF, PSD, EPS, ICO, FITS, ...), and each
+# decoder is attack surface, so the rest are refused unopened (MPO comes in as JPEG).
+ACCEPTED_FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "AVIF", "BMP")
 # A decompression bomb is refused rather than decoded: 50 MP covers any phone camera.
 MAX_PIXELS = 50_000_000
 Image.MAX_IMAGE_PIXELS = MAX_PIXELS
@@ -44,7 +47,7 @@ def open_rgb(source: str | Path | bytes, draft_size: int | None = None) -> Image
     if not data:
         raise ImageError("empty", "the file has zero bytes")
     try:
-        with Image.open(io.BytesIO(data)) as im:
+        with Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS) as im:
             if im.width * im.height > MAX_PIXELS:  # Pillow only warns between 1x and 2x its limit
                 raise ImageError("too_many_pixels", f"{im.width}x{im.height} is over {MAX_PIXELS:,} pixels")
             # Phones' multi-picture JPEGs open as MPO, a JpegImageFile too.
@@ -64,7 +67,7 @@ def open_rgb(source: str | Path | bytes, draft_size: int | None = None) -> Image
     except Image.DecompressionBombError as exc:
         raise ImageError("too_many_pixels", str(exc)) from exc
     except UnidentifiedImageError as exc:
-        raise ImageError("not_an_image", "the bytes are not a recognised image format") from exc
+        raise ImageError("not_an_image", f"the bytes are not a {', '.join(ACCEPTED_FORMATS)} image") from exc
     except OSError as exc:
         reason = "truncated" if "truncated" in str(exc).lower() else "unreadable"
         raise ImageError(reason, str(exc)) from exc

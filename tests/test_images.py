@@ -20,7 +20,18 @@ def encode(im: Image.Image, fmt: str, **kw: object) -> bytes:
 
 @pytest.mark.parametrize(
     ("mode", "fmt"),
-    [("L", "JPEG"), ("CMYK", "JPEG"), ("RGBA", "PNG"), ("P", "PNG"), ("LA", "PNG"), ("RGB", "WEBP"), ("I;16", "PNG")],
+    [
+        ("L", "JPEG"),
+        ("CMYK", "JPEG"),
+        ("RGBA", "PNG"),
+        ("P", "PNG"),
+        ("LA", "PNG"),
+        ("RGB", "WEBP"),
+        ("I;16", "PNG"),
+        ("RGB", "AVIF"),
+        ("RGB", "BMP"),
+        ("P", "GIF"),
+    ],
 )
 def test_every_colour_mode_becomes_rgb(mode: str, fmt: str) -> None:
     im = Image.new("RGB", (30, 20), (120, 130, 140)).convert(mode)
@@ -67,6 +78,15 @@ def test_bad_bytes_raise_with_reason(data: bytes, reason: str) -> None:
     with pytest.raises(ImageError) as err:
         open_rgb(data)
     assert err.value.reason == reason
+
+
+@pytest.mark.parametrize("fmt", ["TIFF", "ICO", "TGA", "PCX", "PPM", "SGI", "JPEG2000"])
+def test_formats_outside_the_accepted_few_are_refused_unopened(fmt: str) -> None:
+    data = encode(Image.new("RGB", (32, 32), (200, 60, 50)), fmt)
+    assert Image.open(io.BytesIO(data)).format == fmt  # Pillow itself would decode it
+    with pytest.raises(ImageError) as err:
+        open_rgb(data)
+    assert err.value.reason == "not_an_image" and "JPEG, PNG" in err.value.detail
 
 
 def bomb_png(width: int, height: int) -> bytes:
