@@ -6,6 +6,7 @@ import logging
 from typing import Any
 
 from flask import Blueprint, Response, current_app, g, jsonify, request
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from app.errors import ApiError
 from app.feedback import FeedbackError, FeedbackTokens
@@ -44,7 +45,12 @@ def _upload() -> bytes:
     if "file" in request.files:
         return request.files["file"].read()
     if request.mimetype.startswith("image/"):
-        return request.get_data(cache=False)
+        data = request.get_data(cache=False)
+        # A chunked body has no Content-Length to refuse up front, and Werkzeug stops reading
+        # it at the limit without a word: a byte beyond the limit means it was too large.
+        if len(data) >= current_app.config["MAX_CONTENT_LENGTH"] and request.environ["wsgi.input"].read(1):
+            raise RequestEntityTooLarge()
+        return data
     _metrics().rejected.labels("missing_file").inc()
     raise ApiError(400, "missing_file", "send the photo as multipart field 'file' or as a raw image/* body")
 

@@ -95,3 +95,20 @@ def test_sigterm_drains_the_request_in_flight(tiny_model: Path, tmp_path: Path) 
         assert b'"prediction"' in response
         server.process.wait(timeout=30)
         assert server.process.returncode == 0
+
+
+def test_a_chunked_upload_over_the_limit_is_refused_not_cut_short(tiny_model: Path, tmp_path: Path) -> None:
+    # Chunked bodies carry no Content-Length; Werkzeug would hand over the first LIMIT bytes.
+    limit, photo = 50_000, jpeg_bytes((200, 60, 50), size=(64, 64))
+    with gunicorn(tmp_path, tiny_model, workers=1, extra_env={"MAX_UPLOAD_BYTES": str(limit)}) as server:
+
+        def send_chunked(size: int) -> requests.Response:
+            body = photo + b"\0" * (size - len(photo))  # Pillow ignores bytes after the image
+            chunks = (body[i : i + 8192] for i in range(0, len(body), 8192))
+            headers = {"Content-Type": "image/jpeg", "Connection": "close"}
+            return requests.post(f"{server.url}/predict", data=chunks, headers=headers, timeout=30)
+
+        over = send_chunked(limit + 30_000)
+        assert over.status_code == 413 and over.json()["error"] == "file_too_large", over.text
+        assert send_chunked(limit).status_code == 200  # exactly the limit is allowed
+        assert send_chunked(len(photo)).status_code == 200
