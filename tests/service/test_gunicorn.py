@@ -112,3 +112,28 @@ def test_a_chunked_upload_over_the_limit_is_refused_not_cut_short(tiny_model: Pa
         assert over.status_code == 413 and over.json()["error"] == "file_too_large", over.text
         assert send_chunked(limit).status_code == 200  # exactly the limit is allowed
         assert send_chunked(len(photo)).status_code == 200
+
+
+def test_a_stalled_upload_gets_408_and_the_worker_lives_on(tiny_model: Path, tmp_path: Path) -> None:
+    env = {"UPLOAD_IDLE_SECONDS": "1", "GUNICORN_TIMEOUT": "6"}
+    with gunicorn(tmp_path, tiny_model, workers=1, extra_env=env) as server:
+        worker = server_workers(server)
+        host, port = server.url.removeprefix("http://").split(":")
+        boundary = "stall"
+        part = f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="p.jpg"\r\n\r\n'
+        for content_type, start in [("image/jpeg", b""), (f"multipart/form-data; boundary={boundary}", part.encode())]:
+            with socket.create_connection((host, int(port)), timeout=10) as sock:
+                head = f"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: {content_type}\r\n"
+                sock.sendall(f"{head}Content-Length: 100000\r\n\r\n".encode() + start + b"\xff\xd8" * 500)
+                reply = b"".join(iter(lambda: sock.recv(65536), b"")).decode()  # and it sends no more
+            assert reply.startswith("HTTP/1.1 408"), reply
+            assert json.loads(reply.split("\r\n\r\n", 1)[1])["error"] == "upload_timeout"
+        assert server_workers(server) == worker  # not killed at GUNICORN_TIMEOUT
+        assert requests.post(f"{server.url}/predict", files={"file": ("p.jpg", jpeg_bytes((1, 2, 3)))}, timeout=10).ok
+
+
+def server_workers(server: object) -> list[str]:
+    import subprocess
+
+    pid = server.process.pid  # type: ignore[attr-defined]
+    return subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
