@@ -20,6 +20,9 @@ ACCEPTED_FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "AVIF", "BMP")
 # A decompression bomb is refused rather than decoded: 50 MP covers any phone camera.
 MAX_PIXELS = 50_000_000
 Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+# Formats without draft mode decode at full size first: a 49 MP WebP of 0.13 MB took 752 MiB.
+# At 16 MP the worst (WebP, about 245 MiB) fits twice in the pod's headroom (deployment.yaml).
+MAX_PIXELS_FULL_DECODE = 16_000_000
 # A progressive JPEG's cost is scans x pixels, and the standard lets a few bytes of EOB runs
 # make a scan over the whole image: 1,000 scans of 49 MP fit in 0.36 MB and hold a worker for
 # 28 s (libjpeg-turbo calls it LJT-01-003; only a scan limit helps). Encoders write 1 to 13.
@@ -48,10 +51,11 @@ def open_rgb(source: str | Path | bytes, draft_size: int | None = None) -> Image
         raise ImageError("empty", "the file has zero bytes")
     try:
         with Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS) as im:
-            if im.width * im.height > MAX_PIXELS:  # Pillow only warns between 1x and 2x its limit
-                raise ImageError("too_many_pixels", f"{im.width}x{im.height} is over {MAX_PIXELS:,} pixels")
             # Phones' multi-picture JPEGs open as MPO, a JpegImageFile too.
             jpeg = isinstance(im, JpegImageFile)
+            limit = MAX_PIXELS if jpeg else MAX_PIXELS_FULL_DECODE  # Pillow only warns up to 2x its own
+            if im.width * im.height > limit:
+                raise ImageError("too_many_pixels", f"{im.width}x{im.height} {im.format} is over {limit:,} pixels")
             # Entropy-coded data escapes every 0xFF, so each scan libjpeg reads starts with these
             # two bytes: the count can only overstate the scans (a thumbnail, an appended image).
             # Baseline files skip it (2 ms for a 2.8 MB photo): libjpeg stops them at a repeated scan.
@@ -61,7 +65,9 @@ def open_rgb(source: str | Path | bytes, draft_size: int | None = None) -> Image
                 # draft keeps the image at least this size, so resizing loses nothing.
                 im.draft("RGB", (draft_size, draft_size))
             im.load()
-            return _to_rgb(ImageOps.exif_transpose(im))
+            small = im if jpeg or not draft_size else _shrink(im, draft_size)
+            ImageOps.exif_transpose(small, in_place=True)  # a copy of 49 MP would cost 196 MB
+            return _to_rgb(small)
     except ImageError:
         raise
     except Image.DecompressionBombError as exc:
@@ -73,6 +79,20 @@ def open_rgb(source: str | Path | bytes, draft_size: int | None = None) -> Image
         raise ImageError(reason, str(exc)) from exc
     except (ValueError, SyntaxError, EOFError) as exc:  # Pillow plugins raise these on junk.
         raise ImageError("unreadable", str(exc)) from exc
+
+
+def _shrink(im: Image.Image, size: int) -> Image.Image:
+    """Box-reduce a decoded image far larger than ``size`` before any full-size conversion:
+    draft mode's analogue for formats without it. A 49 MP RGBA PNG of 0.9 MB cost a worker
+    1.1 GiB without this."""
+    factor = min(im.width, im.height) // size
+    if factor < 2:
+        return im
+    if im.mode in ("P", "PA"):  # palette indices cannot be averaged
+        im = im.convert("RGBA" if im.mode == "PA" or "transparency" in im.info else "RGB")
+    elif im.mode == "1" or im.mode.startswith("I;16"):  # modes reduce() does not take
+        im = im.convert("L" if im.mode == "1" else "I")
+    return im.reduce(factor)
 
 
 def _to_rgb(im: Image.Image) -> Image.Image:

@@ -2,13 +2,23 @@ from __future__ import annotations
 
 import io
 import struct
+import subprocess
+import sys
 import zlib
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from ml.images import MAX_JPEG_SCANS, ImageError, load_tensor, normalise, open_rgb, to_tensor
+from ml.images import (
+    MAX_JPEG_SCANS,
+    MAX_PIXELS_FULL_DECODE,
+    ImageError,
+    load_tensor,
+    normalise,
+    open_rgb,
+    to_tensor,
+)
 from tests.conftest import jpeg_bytes, many_scans_jpeg
 
 
@@ -57,6 +67,8 @@ def test_exif_orientation_is_applied() -> None:
     exif[0x0112] = 6  # rotate 90° clockwise on display
     out = open_rgb(encode(im, "JPEG", exif=exif.tobytes()))
     assert out.size == (20, 40)
+    big = Image.new("RGBA", (1200, 600), (10, 200, 10, 255))  # reduced 2x before it is turned
+    assert open_rgb(encode(big, "PNG", exif=exif.tobytes()), draft_size=256).size == (300, 600)
 
 
 def test_animated_gif_gives_first_frame() -> None:
@@ -115,6 +127,37 @@ def test_progressive_jpeg_with_too_many_scans_is_refused_before_decoding() -> No
         open_rgb(many_scans_jpeg(MAX_JPEG_SCANS + 1))
     assert err.value.reason == "too_many_scans"
     assert f"{MAX_JPEG_SCANS + 1} JPEG scans" in err.value.detail
+
+
+def test_formats_decoded_at_full_size_have_a_lower_pixel_limit() -> None:
+    with pytest.raises(ImageError) as err:
+        open_rgb(bomb_png(5000, 4000))  # 20 MP: fine as a JPEG, too much memory as a PNG
+    assert err.value.reason == "too_many_pixels" and f"{MAX_PIXELS_FULL_DECODE:,}" in err.value.detail
+    jpeg = encode(Image.new("RGB", (5000, 4000), (90, 120, 150)), "JPEG")
+    assert open_rgb(jpeg, draft_size=256).size == (625, 500)
+
+
+# Peak RSS of one decode, in a fresh process: Linux resets the high-water mark on "5".
+PEAK_MEMORY = """
+import re, sys
+from ml.images import open_rgb, to_tensor
+def kib(field):
+    return int(re.search(field + r":\\s+(\\d+)", open("/proc/self/status").read()).group(1))
+data = sys.stdin.buffer.read()
+open("/proc/self/clear_refs", "w").write("5")
+before = kib("VmRSS")
+to_tensor(open_rgb(data, draft_size=256), 256)
+print((kib("VmHWM") - before) // 1024)
+"""
+
+
+@pytest.mark.parametrize("mode", ["RGBA", "I;16"])
+def test_a_large_png_is_reduced_before_any_full_size_copy(mode: str) -> None:
+    side = 3900  # 15.2 MP, under the limit: decoded once at full size (58 MiB as RGBA), then reduced
+    png = encode(Image.new(mode, (side, side), 200), "PNG", compress_level=1)
+    run = subprocess.run([sys.executable, "-c", PEAK_MEMORY], input=png, capture_output=True, check=True)
+    grown_mib = int(run.stdout)
+    assert grown_mib < 150, f"{mode}: decoding grew the process by {grown_mib} MiB"  # 349 MiB before
 
 
 def test_zero_byte_file_on_disk(tmp_path) -> None:  # type: ignore[no-untyped-def]
