@@ -1,7 +1,10 @@
 """`make bench-serve`: what serving costs on this machine, measured side by side.
 
 1. Preprocessing of a 12-megapixel camera-like JPEG: draft-mode decode (what the service
-   does) against a full decode then resize; median of repeats and the ratio.
+   does) against a full decode then resize; median of repeats and the ratio (and of every
+   JPEG in ``--camera DIR``). Then the hostile and the heaviest uploads the limits allow:
+   a progressive JPEG at the 64-scan limit and past it, and per format the time and peak
+   memory of one decode in a fresh process.
 2. Inference options for the release model at batch 1, one thread: the same predictions,
    different speeds (the service runs the AOTInductor package of `make export-model`); then
    one request's whole cost (decode + preprocess + forward).
@@ -24,6 +27,7 @@ import re
 import shutil
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -114,6 +118,53 @@ def bench_hostile_jpeg(size: int) -> None:
         f"1,000 scans ({len(bomb) / 1e6:.2f} MB, about {1000 * per_scan:.0f} s to decode) refused in "
         f"{refused * 1000:.1f} ms"
     )
+
+
+# Run in a fresh process so that the high-water mark is this decode's alone (Linux: "5" resets it).
+_PEAK_SCRIPT = """
+import re, sys, time
+from ml.images import open_rgb, to_tensor
+def kib(field):
+    return int(re.search(field + r":\\s+(\\d+)", open("/proc/self/status").read()).group(1))
+data = sys.stdin.buffer.read()
+open("/proc/self/clear_refs", "w").write("5")
+before, start = kib("VmRSS"), time.perf_counter()
+to_tensor(open_rgb(data, draft_size=int(sys.argv[1])), int(sys.argv[1]))
+print(time.perf_counter() - start, (kib("VmHWM") - before) // 1024)
+"""
+
+
+def decode_peak(data: bytes, size: int = 256) -> tuple[float, int]:
+    """(seconds, MiB): one decode and resize of ``data`` and how much it grew a fresh process."""
+    run = subprocess.run(
+        [sys.executable, "-c", _PEAK_SCRIPT, str(size)], input=data, capture_output=True, check=True, cwd=ROOT
+    )
+    seconds, mib = run.stdout.split()
+    return float(seconds), int(mib)
+
+
+def bench_heaviest_uploads(size: int) -> None:
+    """The worst each accepted format allows within the pixel limits: time and memory."""
+    rng = np.random.default_rng(0)
+    noise = Image.fromarray(rng.integers(0, 255, (400, 400, 3), dtype=np.uint8))
+    smooth = noise.resize((40, 40)).convert("RGBA")  # upscaled, a PNG fits the 10 MiB upload limit
+    cases = [
+        ("JPEG", 7000, {"quality": 90}),
+        ("JPEG", 7000, {"quality": 90, "progressive": True}),
+        ("PNG", 4000, {}),
+        ("WEBP", 4000, {"quality": 80, "method": 0}),
+        ("AVIF", 4000, {"quality": 50, "speed": 10}),
+    ]
+    for fmt, side, options in cases:
+        im = (smooth if fmt == "PNG" else noise).resize((side, side), Image.Resampling.BICUBIC)
+        buf = io.BytesIO()
+        im.save(buf, fmt, **options)
+        seconds, mib = decode_peak(buf.getvalue(), size)
+        kind = f"{'progressive ' if options.get('progressive') else ''}{fmt}{' RGBA' if fmt == 'PNG' else ''}"
+        print(
+            f"heaviest upload, {side * side / 1e6:.0f} MP {kind} ({buf.tell() / 1e6:.1f} MB): "
+            f"decode + resize {seconds:.2f} s, peak memory +{mib} MiB"
+        )
 
 
 def bench_camera_folder(folder: Path, size: int) -> None:
@@ -326,6 +377,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.camera:
             bench_camera_folder(args.camera, size)
         bench_hostile_jpeg(size)
+        bench_heaviest_uploads(size)
         bench_inference_options(args.model, args.package)
         bench_end_to_end(args.model, args.package, [p.read_bytes() for p in pets])
         # raw, server, raw again: the ratio uses the mean of the two raw runs, so the machine's

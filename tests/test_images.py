@@ -2,14 +2,13 @@ from __future__ import annotations
 
 import io
 import struct
-import subprocess
-import sys
 import zlib
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from app.bench_serve import decode_peak
 from ml.images import (
     MAX_JPEG_SCANS,
     MAX_PIXELS_FULL_DECODE,
@@ -137,26 +136,11 @@ def test_formats_decoded_at_full_size_have_a_lower_pixel_limit() -> None:
     assert open_rgb(jpeg, draft_size=256).size == (625, 500)
 
 
-# Peak RSS of one decode, in a fresh process: Linux resets the high-water mark on "5".
-PEAK_MEMORY = """
-import re, sys
-from ml.images import open_rgb, to_tensor
-def kib(field):
-    return int(re.search(field + r":\\s+(\\d+)", open("/proc/self/status").read()).group(1))
-data = sys.stdin.buffer.read()
-open("/proc/self/clear_refs", "w").write("5")
-before = kib("VmRSS")
-to_tensor(open_rgb(data, draft_size=256), 256)
-print((kib("VmHWM") - before) // 1024)
-"""
-
-
 @pytest.mark.parametrize("mode", ["RGBA", "I;16"])
 def test_a_large_png_is_reduced_before_any_full_size_copy(mode: str) -> None:
     side = 3900  # 15.2 MP, under the limit: decoded once at full size (58 MiB as RGBA), then reduced
     png = encode(Image.new(mode, (side, side), 200), "PNG", compress_level=1)
-    run = subprocess.run([sys.executable, "-c", PEAK_MEMORY], input=png, capture_output=True, check=True)
-    grown_mib = int(run.stdout)
+    _seconds, grown_mib = decode_peak(png)  # in a fresh process
     assert grown_mib < 150, f"{mode}: decoding grew the process by {grown_mib} MiB"  # 349 MiB before
 
 
