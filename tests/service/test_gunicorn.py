@@ -115,16 +115,21 @@ def test_a_chunked_upload_over_the_limit_is_refused_not_cut_short(tiny_model: Pa
 
 
 def test_a_stalled_upload_gets_408_and_the_worker_lives_on(tiny_model: Path, tmp_path: Path) -> None:
-    env = {"UPLOAD_IDLE_SECONDS": "1", "GUNICORN_TIMEOUT": "6"}
+    env = {"UPLOAD_IDLE_SECONDS": "1", "GUNICORN_TIMEOUT": "6", "MAX_UPLOAD_BYTES": "4000"}
     with gunicorn(tmp_path, tiny_model, workers=1, extra_env=env) as server:
         worker = server_workers(server)
         host, port = server.url.removeprefix("http://").split(":")
         boundary = "stall"
         part = f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="p.jpg"\r\n\r\n'
-        for content_type, start in [("image/jpeg", b""), (f"multipart/form-data; boundary={boundary}", part.encode())]:
+        stalls = [
+            ("image/jpeg", "Content-Length: 3000", b"\xff\xd8" * 500),
+            (f"multipart/form-data; boundary={boundary}", "Content-Length: 3000", part.encode() + b"\xff" * 900),
+            ("image/jpeg", "Transfer-Encoding: chunked", b"fa0\r\n" + b"\xff" * 4000 + b"\r\n"),  # the limit, then?
+        ]
+        for content_type, length, sent in stalls:
             with socket.create_connection((host, int(port)), timeout=10) as sock:
-                head = f"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: {content_type}\r\n"
-                sock.sendall(f"{head}Content-Length: 100000\r\n\r\n".encode() + start + b"\xff\xd8" * 500)
+                head = f"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: {content_type}\r\n{length}\r\n\r\n"
+                sock.sendall(head.encode() + sent)
                 reply = b"".join(iter(lambda: sock.recv(65536), b"")).decode()  # and it sends no more
             assert reply.startswith("HTTP/1.1 408"), reply
             assert json.loads(reply.split("\r\n\r\n", 1)[1])["error"] == "upload_timeout"
