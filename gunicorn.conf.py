@@ -2,8 +2,8 @@
 
 Environment: PORT (8000), HOST (127.0.0.1; the image sets 0.0.0.0), WEB_CONCURRENCY (2
 workers), TORCH_THREADS (1 per worker), GUNICORN_TIMEOUT (30 s), GRACEFUL_TIMEOUT (20 s),
-UPLOAD_IDLE_SECONDS (10 s without a byte of the upload → 408), PROMETHEUS_MULTIPROC_DIR (a
-fresh temp folder when unset).
+UPLOAD_IDLE_SECONDS (10 s of client silence: 408 during the upload, closed during the
+headers), PROMETHEUS_MULTIPROC_DIR (a fresh temp folder when unset).
 """
 
 from __future__ import annotations
@@ -24,7 +24,9 @@ os.environ.setdefault("FEEDBACK_DIR", os.path.join(_metrics_dir, "feedback-seen"
 wsgi_app = "app.wsgi:app"
 bind = f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '8000')}"
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
-worker_class = "sync"  # one request at a time per worker: inference is CPU-bound
+# One request at a time per worker (inference is CPU-bound): Gunicorn's sync worker, plus a
+# read timeout of UPLOAD_IDLE_SECONDS on each client socket (app/gunicorn_worker.py).
+worker_class = "app.gunicorn_worker.IdleTimeoutSyncWorker"
 preload_app = True  # load the model once in the master; workers share its pages copy-on-write
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", "30"))
 graceful_timeout = int(os.environ.get("GRACEFUL_TIMEOUT", "20"))  # SIGTERM: finish in-flight requests
@@ -51,18 +53,6 @@ logconfig_dict: dict[str, Any] = {
         "gunicorn.access": {"handlers": [], "level": "WARNING", "propagate": False},
     },
 }
-
-
-# A client that stops sending its upload for this long gets a JSON 408 from the app. Without
-# it, the sync worker would wait until `timeout`, be killed, and the client get an HTML 500.
-_upload_idle_seconds = float(os.environ.get("UPLOAD_IDLE_SECONDS", "10"))
-
-
-def pre_request(worker: Any, req: Any) -> None:
-    # Headers are in; the body is still to be read, by the app, from this socket.
-    sock = getattr(req.unreader, "sock", None)
-    if sock is not None:
-        sock.settimeout(_upload_idle_seconds)
 
 
 def post_fork(server: Any, worker: Any) -> None:

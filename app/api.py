@@ -53,8 +53,8 @@ def _upload() -> bytes:
                 raise RequestEntityTooLarge()
             return data
     except ClientDisconnected as exc:
-        # Werkzeug reports a read that timed out (gunicorn.conf.py's UPLOAD_IDLE_SECONDS) as a
-        # disconnect; the client is still there and should hear why.
+        # Werkzeug reports a read that timed out (UPLOAD_IDLE_SECONDS, app/gunicorn_worker.py)
+        # as a disconnect; the client is still there and should hear why.
         if not isinstance(exc.__context__, TimeoutError):
             raise
         _metrics().rejected.labels("upload_timeout").inc()

@@ -133,6 +133,9 @@ def test_a_stalled_upload_gets_408_and_the_worker_lives_on(tiny_model: Path, tmp
                 reply = b"".join(iter(lambda: sock.recv(65536), b"")).decode()  # and it sends no more
             assert reply.startswith("HTTP/1.1 408"), reply
             assert json.loads(reply.split("\r\n\r\n", 1)[1])["error"] == "upload_timeout"
+        with socket.create_connection((host, int(port)), timeout=10) as sock:
+            sock.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\n")  # and the headers never end
+            assert b"".join(iter(lambda: sock.recv(65536), b"")) == b""  # closed, no HTML 500
         assert server_workers(server) == worker  # not killed at GUNICORN_TIMEOUT
         assert requests.post(f"{server.url}/predict", files={"file": ("p.jpg", jpeg_bytes((1, 2, 3)))}, timeout=10).ok
 

@@ -1,0 +1,26 @@
+"""Gunicorn's sync worker with a read timeout on each client socket from the moment it is
+accepted (gunicorn.conf.py names it as ``worker_class``).
+
+The stock worker reads with no timeout. A client that goes silent mid-headers or mid-upload
+then holds the worker until Gunicorn's ``timeout`` kills it, and that client gets an HTML 500.
+With a read timeout, silence during the headers closes the connection, and silence during
+the upload reaches the app, which answers 408 (app/api.py). Either way the worker lives on.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from typing import Any
+
+from gunicorn import util
+from gunicorn.workers.sync import SyncWorker
+
+
+class IdleTimeoutSyncWorker(SyncWorker):  # type: ignore[misc]
+    def accept(self, listener: Any) -> None:
+        client: socket.socket
+        client, addr = listener.accept()
+        client.settimeout(float(os.environ.get("UPLOAD_IDLE_SECONDS", "10")))
+        util.close_on_exec(client)
+        self.handle(listener, client, addr)
