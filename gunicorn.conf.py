@@ -46,10 +46,16 @@ logconfig_dict: dict[str, Any] = {
             "rename_fields": {"levelname": "level"},
         }
     },
+    "filters": {"client_timeouts": {"()": "app.gunicorn_worker.ClientTimeoutFilter"}},
     "handlers": {"stdout": {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stdout"}},
     "root": {"handlers": ["stdout"], "level": "INFO"},
     "loggers": {
-        "gunicorn.error": {"handlers": ["stdout"], "level": "INFO", "propagate": False},
+        "gunicorn.error": {
+            "handlers": ["stdout"],
+            "level": "INFO",
+            "propagate": False,
+            "filters": ["client_timeouts"],
+        },
         "gunicorn.access": {"handlers": [], "level": "WARNING", "propagate": False},
     },
 }

@@ -9,6 +9,7 @@ the upload reaches the app, which answers 408 (app/api.py). Either way the worke
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 from typing import Any
@@ -24,3 +25,15 @@ class IdleTimeoutSyncWorker(SyncWorker):  # type: ignore[misc]
         client.settimeout(float(os.environ.get("UPLOAD_IDLE_SECONDS", "10")))
         util.close_on_exec(client)
         self.handle(listener, client, addr)
+
+
+class ClientTimeoutFilter(logging.Filter):
+    """Gunicorn logs a client that went silent mid-headers as an ERROR with a traceback. The
+    client caused it, so it becomes one INFO line that says so (gunicorn.conf.py's logging)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], TimeoutError):
+            record.levelno, record.levelname = logging.INFO, "INFO"
+            record.msg, record.args = "client_timeout: silent for UPLOAD_IDLE_SECONDS, connection closed", ()
+            record.exc_info = record.exc_text = None
+        return True

@@ -137,6 +137,9 @@ def test_a_stalled_upload_gets_408_and_the_worker_lives_on(tiny_model: Path, tmp
             sock.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\n")  # and the headers never end
             assert b"".join(iter(lambda: sock.recv(65536), b"")) == b""  # closed, no HTML 500
         assert server_workers(server) == worker  # not killed at GUNICORN_TIMEOUT
+        events = [json.loads(line) for line in server.log_lines() if line.startswith("{")]
+        assert [e["level"] for e in events if e["message"].startswith("client_timeout")] == ["INFO"]
+        assert not [e for e in events if e["level"] in ("ERROR", "CRITICAL")], "a silent client is not an error"
         assert requests.post(f"{server.url}/predict", files={"file": ("p.jpg", jpeg_bytes((1, 2, 3)))}, timeout=10).ok
 
 
