@@ -323,10 +323,8 @@ def bench_server(model_dir: Path, package: Path, files: list[Path], workers: int
                 text=True,
                 check=True,
             ).stdout
-            children = subprocess.run(
-                ["pgrep", "-P", str(server.process.pid)], capture_output=True, text=True
-            ).stdout.split()
-            mem = {"master": rss_kib(server.process.pid), **{f"worker {pid}": rss_kib(int(pid)) for pid in children}}
+            workers_now = server.worker_pids()
+            mem = {"master": rss_kib(server.process.pid), **{f"worker {pid}": rss_kib(pid) for pid in workers_now}}
     line = next(row for row in out.splitlines() if row.startswith("WRK "))
     figures = dict(kv.split("=") for kv in line.split()[1:])
     rps = float(figures["rps"])

@@ -37,6 +37,11 @@ class Server:
     def log_lines(self) -> list[str]:
         return self.log.read_text(errors="replace").splitlines()
 
+    def worker_pids(self) -> list[int]:
+        """The Gunicorn master's children, its workers, as they are now."""
+        found = subprocess.run(["pgrep", "-P", str(self.process.pid)], capture_output=True, text=True)
+        return [int(pid) for pid in found.stdout.split()]
+
 
 @contextmanager
 def gunicorn(

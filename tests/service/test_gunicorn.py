@@ -117,14 +117,15 @@ def test_a_chunked_upload_over_the_limit_is_refused_not_cut_short(tiny_model: Pa
 def test_a_stalled_upload_gets_408_and_the_worker_lives_on(tiny_model: Path, tmp_path: Path) -> None:
     env = {"UPLOAD_IDLE_SECONDS": "1", "GUNICORN_TIMEOUT": "6", "MAX_UPLOAD_BYTES": "4000"}
     with gunicorn(tmp_path, tiny_model, workers=1, extra_env=env) as server:
-        worker = server_workers(server)
+        worker = server.worker_pids()
         host, port = server.url.removeprefix("http://").split(":")
         boundary = "stall"
         part = f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="p.jpg"\r\n\r\n'
         stalls = [
             ("image/jpeg", "Content-Length: 3000", b"\xff\xd8" * 500),
             (f"multipart/form-data; boundary={boundary}", "Content-Length: 3000", part.encode() + b"\xff" * 900),
-            ("image/jpeg", "Transfer-Encoding: chunked", b"fa0\r\n" + b"\xff" * 4000 + b"\r\n"),  # the limit, then?
+            # chunked: one chunk of exactly the limit (0xfa0 = 4000 bytes), then nothing
+            ("image/jpeg", "Transfer-Encoding: chunked", b"fa0\r\n" + b"\xff" * 4000 + b"\r\n"),
         ]
         for content_type, length, sent in stalls:
             with socket.create_connection((host, int(port)), timeout=10) as sock:
@@ -136,15 +137,8 @@ def test_a_stalled_upload_gets_408_and_the_worker_lives_on(tiny_model: Path, tmp
         with socket.create_connection((host, int(port)), timeout=10) as sock:
             sock.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\n")  # and the headers never end
             assert b"".join(iter(lambda: sock.recv(65536), b"")) == b""  # closed, no HTML 500
-        assert server_workers(server) == worker  # not killed at GUNICORN_TIMEOUT
+        assert server.worker_pids() == worker  # not killed at GUNICORN_TIMEOUT
         events = [json.loads(line) for line in server.log_lines() if line.startswith("{")]
         assert [e["level"] for e in events if e["message"].startswith("client_timeout")] == ["INFO"]
         assert not [e for e in events if e["level"] in ("ERROR", "CRITICAL")], "a silent client is not an error"
         assert requests.post(f"{server.url}/predict", files={"file": ("p.jpg", jpeg_bytes((1, 2, 3)))}, timeout=10).ok
-
-
-def server_workers(server: object) -> list[str]:
-    import subprocess
-
-    pid = server.process.pid  # type: ignore[attr-defined]
-    return subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
