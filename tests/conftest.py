@@ -31,12 +31,10 @@ def jpeg_bytes(color: tuple[int, int, int], size: tuple[int, int] = (48, 40), se
 
 
 def many_scans_jpeg(scans: int, size: tuple[int, int] = (64, 48)) -> bytes:
-    """A progressive JPEG whose last scan is repeated until the file holds ``scans`` scans."""
-    data = jpeg_bytes((90, 120, 150), size=size, progressive=True)
-    last = data.rindex(b"\xff\xda")  # the last scan runs to the end-of-image marker
-    extra = scans - data.count(b"\xff\xda")
-    assert extra >= 0 and data.endswith(b"\xff\xd9")
-    return data[:-2] + data[last:-2] * extra + b"\xff\xd9"
+    """A small progressive JPEG holding ``scans`` scans (its last one repeated)."""
+    from app.bench_serve import with_scans
+
+    return with_scans(jpeg_bytes((90, 120, 150), size=size, progressive=True), scans)
 
 
 CAT_COLOUR, DOG_COLOUR = (200, 60, 50), (40, 70, 210)
