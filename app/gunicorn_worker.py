@@ -17,12 +17,15 @@ from typing import Any
 from gunicorn import util
 from gunicorn.workers.sync import SyncWorker
 
+# Read once, when Gunicorn loads this class, not on every accepted connection.
+IDLE_SECONDS = float(os.environ.get("UPLOAD_IDLE_SECONDS", "10"))
+
 
 class IdleTimeoutSyncWorker(SyncWorker):  # type: ignore[misc]
     def accept(self, listener: Any) -> None:
         client: socket.socket
         client, addr = listener.accept()
-        client.settimeout(float(os.environ.get("UPLOAD_IDLE_SECONDS", "10")))
+        client.settimeout(IDLE_SECONDS)
         util.close_on_exec(client)
         self.handle(listener, client, addr)
 
