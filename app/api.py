@@ -6,7 +6,7 @@ import logging
 from typing import Any
 
 from flask import Blueprint, Response, current_app, g, jsonify, request
-from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from app.errors import ApiError
 from app.feedback import FeedbackError, FeedbackTokens
@@ -42,23 +42,15 @@ def _metrics() -> ServiceMetrics:
 
 def _upload() -> bytes:
     """The photo: multipart field ``file``, or a raw ``image/*`` body."""
-    try:
-        if "file" in request.files:
-            return request.files["file"].read()
-        if request.mimetype.startswith("image/"):
-            data = request.get_data(cache=False)
-            # A chunked body has no Content-Length to refuse up front, and Werkzeug stops reading
-            # it at the limit without a word: a byte beyond the limit means it was too large.
-            if len(data) >= current_app.config["MAX_CONTENT_LENGTH"] and request.environ["wsgi.input"].read(1):
-                raise RequestEntityTooLarge()
-            return data
-    except ClientDisconnected as exc:
-        # Werkzeug reports a read that timed out (UPLOAD_IDLE_SECONDS, app/gunicorn_worker.py)
-        # as a disconnect; the client is still there and should hear why.
-        if not isinstance(exc.__context__, TimeoutError):
-            raise
-        _metrics().rejected.labels("upload_timeout").inc()
-        raise ApiError(408, "upload_timeout", "the upload stopped arriving; send it again") from None
+    if "file" in request.files:
+        return request.files["file"].read()
+    if request.mimetype.startswith("image/"):
+        data = request.get_data(cache=False)
+        # A chunked body has no Content-Length to refuse up front, and Werkzeug stops reading
+        # it at the limit without a word: a byte beyond the limit means it was too large.
+        if len(data) >= current_app.config["MAX_CONTENT_LENGTH"] and request.environ["wsgi.input"].read(1):
+            raise RequestEntityTooLarge()
+        return data
     _metrics().rejected.labels("missing_file").inc()
     raise ApiError(400, "missing_file", "send the photo as multipart field 'file' or as a raw image/* body")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 from flask import Flask, Response, jsonify
-from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+from werkzeug.exceptions import ClientDisconnected, HTTPException, RequestEntityTooLarge
 
 log = logging.getLogger("app.errors")
 
@@ -34,6 +34,14 @@ def init_app(app: Flask) -> None:
     def _http(exc: HTTPException) -> tuple[Response, int]:
         name = (exc.name or "error").lower().replace(" ", "_")
         return error_response(exc.code or 500, name, exc.description or "")
+
+    @app.errorhandler(ClientDisconnected)
+    def _disconnected(exc: ClientDisconnected) -> tuple[Response, int]:
+        # Werkzeug reports a body read that timed out (UPLOAD_IDLE_SECONDS, app/gunicorn_worker.py)
+        # as a disconnect; that client is still there and should hear why.
+        if isinstance(exc.__context__, TimeoutError):
+            return error_response(408, "upload_timeout", "the request body stopped arriving; send it again")
+        return _http(exc)
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> tuple[Response, int]:

@@ -4,7 +4,7 @@ accepted (gunicorn.conf.py names it as ``worker_class``).
 The stock worker reads with no timeout. A client that goes silent mid-headers or mid-upload
 then holds the worker until Gunicorn's ``timeout`` kills it, and that client gets an HTML 500.
 With a read timeout, silence during the headers closes the connection, and silence during
-the upload reaches the app, which answers 408 (app/api.py). Either way the worker lives on.
+the upload reaches the app, which answers 408 (app/errors.py). Either way the worker lives on.
 """
 
 from __future__ import annotations
