@@ -8,6 +8,7 @@ headers), PROMETHEUS_MULTIPROC_DIR (a fresh temp folder when unset).
 
 from __future__ import annotations
 
+import gc
 import os
 import shutil
 import tempfile
@@ -59,6 +60,12 @@ logconfig_dict: dict[str, Any] = {
         "gunicorn.access": {"handlers": [], "level": "WARNING", "propagate": False},
     },
 }
+
+
+def pre_fork(server: Any, worker: Any) -> None:
+    # Out of the collector's reach, the preloaded app's objects stay shared: a full collection
+    # in a worker took 240 ms and un-shared 112 MiB of them (see gc.freeze in Python's docs).
+    gc.freeze()
 
 
 def post_fork(server: Any, worker: Any) -> None:
