@@ -40,17 +40,22 @@ def _metrics() -> ServiceMetrics:
     return metrics
 
 
+def _whole_body(cache: bool) -> bytes:
+    """The request body, refused with 413 when it is over the limit."""
+    data = request.get_data(cache=cache)
+    # A chunked body has no Content-Length to refuse up front, and Werkzeug stops reading it
+    # at the limit without a word: a byte beyond the limit means it was too large.
+    if len(data) >= current_app.config["MAX_CONTENT_LENGTH"] and request.environ["wsgi.input"].read(1):
+        raise RequestEntityTooLarge()
+    return data
+
+
 def _upload() -> bytes:
     """The photo: multipart field ``file``, or a raw ``image/*`` body."""
     if "file" in request.files:
         return request.files["file"].read()
     if request.mimetype.startswith("image/"):
-        data = request.get_data(cache=False)
-        # A chunked body has no Content-Length to refuse up front, and Werkzeug stops reading
-        # it at the limit without a word: a byte beyond the limit means it was too large.
-        if len(data) >= current_app.config["MAX_CONTENT_LENGTH"] and request.environ["wsgi.input"].read(1):
-            raise RequestEntityTooLarge()
-        return data
+        return _whole_body(cache=False)
     _metrics().rejected.labels("missing_file").inc()
     raise ApiError(400, "missing_file", "send the photo as multipart field 'file' or as a raw image/* body")
 
@@ -104,6 +109,7 @@ def predict() -> Response:
 
 @bp.post("/feedback")
 def feedback() -> Response:
+    _whole_body(cache=True)  # cut short, a JSON body over the limit would read as malformed
     payload = request.get_json(silent=True)
     if not isinstance(payload, dict):
         raise ApiError(400, "invalid_json", 'send a JSON object {"feedback_token": "...", "label": "cat"|"dog"}')

@@ -28,7 +28,7 @@ def init_app(app: Flask) -> None:
     @app.errorhandler(RequestEntityTooLarge)
     def _too_large(exc: RequestEntityTooLarge) -> tuple[Response, int]:
         limit = app.config["MAX_CONTENT_LENGTH"]
-        return error_response(413, "file_too_large", f"uploads are limited to {limit} bytes")
+        return error_response(413, "file_too_large", f"request bodies are limited to {limit} bytes")
 
     @app.errorhandler(HTTPException)
     def _http(exc: HTTPException) -> tuple[Response, int]:

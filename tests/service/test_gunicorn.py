@@ -115,6 +115,14 @@ def test_a_chunked_upload_over_the_limit_is_refused_not_cut_short(tiny_model: Pa
         assert send_chunked(limit).status_code == 200  # exactly the limit is allowed
         assert send_chunked(len(photo)).status_code == 200
 
+        # The same for JSON: cut at the limit, it used to read as malformed (400 invalid_json).
+        token = json.dumps("x" * (limit + 30_000)).encode()
+        body = b'{"label": "cat", "feedback_token": ' + token + b"}"
+        chunks = (body[i : i + 8192] for i in range(0, len(body), 8192))
+        headers = {"Content-Type": "application/json", "Connection": "close"}
+        big = requests.post(f"{server.url}/feedback", data=chunks, headers=headers, timeout=30)
+        assert big.status_code == 413 and big.json()["error"] == "file_too_large", big.text
+
 
 def test_a_stalled_upload_gets_408_and_the_worker_lives_on(tiny_model: Path, tmp_path: Path) -> None:
     env = {"UPLOAD_IDLE_SECONDS": "1", "GUNICORN_TIMEOUT": "6", "MAX_UPLOAD_BYTES": "4000"}
