@@ -8,7 +8,6 @@ which, and a refused package is one log line, never a failed start."""
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import logging
 import time
 from dataclasses import dataclass
@@ -116,7 +115,7 @@ def keep_freed_memory() -> bool:
     """Let this process reuse the memory a forward pass frees instead of faulting it back in
     (see the thresholds above); True where the C library is glibc and took the settings."""
     try:
-        mallopt = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt
-    except (OSError, AttributeError):  # not glibc (macOS, Windows): nothing to tune
+        mallopt = ctypes.CDLL(None).mallopt  # the C library this process already runs on
+    except (OSError, AttributeError, TypeError):  # not glibc (macOS, Windows): nothing to tune
         return False
     return bool(mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD_BYTES) and mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD_BYTES))
