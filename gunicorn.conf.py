@@ -2,8 +2,9 @@
 
 Environment: PORT (8000), HOST (127.0.0.1; the image sets 0.0.0.0), WEB_CONCURRENCY (2
 workers), TORCH_THREADS (1 per worker), GUNICORN_TIMEOUT (30 s), GRACEFUL_TIMEOUT (20 s),
-UPLOAD_IDLE_SECONDS (10 s of client silence: 408 during the upload, closed during the
-headers), PROMETHEUS_MULTIPROC_DIR (a fresh temp folder when unset).
+UPLOAD_IDLE_SECONDS (10 s of client silence) and UPLOAD_DEADLINE_SECONDS (20 s for the whole
+request to arrive; below GUNICORN_TIMEOUT): past either, 408 during the upload and closed
+during the headers; PROMETHEUS_MULTIPROC_DIR (a fresh temp folder when unset).
 """
 
 from __future__ import annotations
@@ -22,14 +23,19 @@ os.makedirs(_metrics_dir, exist_ok=True)
 # One replica's workers share the record of used feedback tokens.
 os.environ.setdefault("FEEDBACK_DIR", os.path.join(_metrics_dir, "feedback-seen"))
 
+from app.gunicorn_worker import DEADLINE_SECONDS  # noqa: E402 (after the metrics folder is set)
+
 wsgi_app = "app.wsgi:app"
 bind = f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '8000')}"
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
-# One request at a time per worker (inference is CPU-bound): Gunicorn's sync worker, plus a
-# read timeout of UPLOAD_IDLE_SECONDS on each client socket (app/gunicorn_worker.py).
+# One request at a time per worker (inference is CPU-bound): Gunicorn's sync worker, plus
+# UPLOAD_IDLE_SECONDS and UPLOAD_DEADLINE_SECONDS on reading each request (app/gunicorn_worker.py).
 worker_class = "app.gunicorn_worker.IdleTimeoutSyncWorker"
 preload_app = True  # load the model once in the master; workers share its pages copy-on-write
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", "30"))
+if timeout <= DEADLINE_SECONDS:
+    # Otherwise a slow upload is killed with its worker, and its client gets an HTML 500.
+    raise SystemExit(f"UPLOAD_DEADLINE_SECONDS ({DEADLINE_SECONDS:g}) must be below GUNICORN_TIMEOUT ({timeout})")
 graceful_timeout = int(os.environ.get("GRACEFUL_TIMEOUT", "20"))  # SIGTERM: finish in-flight requests
 keepalive = 5
 max_requests = int(os.environ.get("GUNICORN_MAX_REQUESTS", "5000"))

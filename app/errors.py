@@ -37,10 +37,10 @@ def init_app(app: Flask) -> None:
 
     @app.errorhandler(ClientDisconnected)
     def _disconnected(exc: ClientDisconnected) -> tuple[Response, int]:
-        # Werkzeug reports a body read that timed out (UPLOAD_IDLE_SECONDS, app/gunicorn_worker.py)
-        # as a disconnect; that client is still there and should hear why.
+        # Werkzeug reports a body read that timed out (UPLOAD_IDLE_SECONDS or UPLOAD_DEADLINE_SECONDS,
+        # app/gunicorn_worker.py) as a disconnect; that client is still there and should hear why.
         if isinstance(exc.__context__, TimeoutError):
-            return error_response(408, "upload_timeout", "the request body stopped arriving; send it again")
+            return error_response(408, "upload_timeout", "the request body did not arrive in time; send it again")
         return _http(exc)
 
     @app.errorhandler(Exception)

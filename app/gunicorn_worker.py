@@ -1,10 +1,12 @@
-"""Gunicorn's sync worker with a read timeout on each client socket from the moment it is
-accepted (gunicorn.conf.py names it as ``worker_class``).
+"""Gunicorn's sync worker with time limits on reading each request (gunicorn.conf.py names it
+as ``worker_class``).
 
 The stock worker reads with no timeout. A client that goes silent mid-headers or mid-upload
-then holds the worker until Gunicorn's ``timeout`` kills it, and that client gets an HTML 500.
-With a read timeout, silence during the headers closes the connection, and silence during
-the upload reaches the app, which answers 408 (app/errors.py). Either way the worker lives on.
+then holds the worker until Gunicorn's ``timeout`` kills it, and that client gets an HTML 500;
+so does one that trickles a byte every few seconds. Here each read waits at most
+``UPLOAD_IDLE_SECONDS``, and the whole request must arrive within ``UPLOAD_DEADLINE_SECONDS``
+of the connection being accepted. Past either limit during the headers the connection is
+closed; during the upload the app answers 408 (app/errors.py). Either way the worker lives on.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import time
 from typing import Any
 
 from gunicorn import util
@@ -19,24 +22,57 @@ from gunicorn.workers.sync import SyncWorker
 
 # Read once, when Gunicorn loads this class, not on every accepted connection.
 IDLE_SECONDS = float(os.environ.get("UPLOAD_IDLE_SECONDS", "10"))
+DEADLINE_SECONDS = float(os.environ.get("UPLOAD_DEADLINE_SECONDS", "20"))
+
+
+class DeadlineSocket:
+    """A client socket whose reads each wait at most the timeout set on it and, together,
+    end at a deadline. Everything else is the socket's own (Gunicorn duck-types on ``recv``)."""
+
+    def __init__(self, sock: socket.socket, timeout: float, seconds: float) -> None:
+        self._sock = sock
+        self._timeout: float | None = timeout
+        self._deadline = time.monotonic() + seconds
+        sock.settimeout(timeout)
+
+    def settimeout(self, value: float | None) -> None:  # Gunicorn sets one to drain at close
+        self._timeout = value
+        self._sock.settimeout(value)
+
+    def recv(self, size: int) -> bytes:
+        left = self._deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("the request did not arrive within UPLOAD_DEADLINE_SECONDS")
+        self._sock.settimeout(left if self._timeout is None else min(self._timeout, left))
+        try:
+            return self._sock.recv(size)
+        finally:  # the deadline is for the request: sending the reply keeps the plain timeout
+            self._sock.settimeout(self._timeout)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sock, name)
 
 
 class IdleTimeoutSyncWorker(SyncWorker):  # type: ignore[misc]
     def accept(self, listener: Any) -> None:
         client: socket.socket
         client, addr = listener.accept()
-        client.settimeout(IDLE_SECONDS)
         util.close_on_exec(client)
-        self.handle(listener, client, addr)
+        if self.cfg.is_ssl:  # ssl wraps only a real socket: the idle limit alone
+            client.settimeout(IDLE_SECONDS)
+            self.handle(listener, client, addr)
+        else:
+            self.handle(listener, DeadlineSocket(client, IDLE_SECONDS, DEADLINE_SECONDS), addr)
 
 
 class ClientTimeoutFilter(logging.Filter):
-    """Gunicorn logs a client that went silent mid-headers as an ERROR with a traceback. The
+    """Gunicorn logs a client that timed out mid-headers as an ERROR with a traceback. The
     client caused it, so it becomes one INFO line that says so (gunicorn.conf.py's logging)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.exc_info and isinstance(record.exc_info[1], TimeoutError):
             record.levelno, record.levelname = logging.INFO, "INFO"
-            record.msg, record.args = "client_timeout: silent for UPLOAD_IDLE_SECONDS, connection closed", ()
+            record.msg = "client_timeout: headers not received within UPLOAD_IDLE_SECONDS or UPLOAD_DEADLINE_SECONDS"
+            record.args = ()
             record.exc_info = record.exc_text = None
         return True

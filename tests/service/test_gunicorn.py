@@ -125,7 +125,12 @@ def test_a_chunked_upload_over_the_limit_is_refused_not_cut_short(tiny_model: Pa
 
 
 def test_a_stalled_upload_gets_408_and_the_worker_lives_on(tiny_model: Path, tmp_path: Path) -> None:
-    env = {"UPLOAD_IDLE_SECONDS": "1", "GUNICORN_TIMEOUT": "6", "MAX_UPLOAD_BYTES": "4000"}
+    env = {
+        "UPLOAD_IDLE_SECONDS": "1",
+        "UPLOAD_DEADLINE_SECONDS": "5",
+        "GUNICORN_TIMEOUT": "6",
+        "MAX_UPLOAD_BYTES": "4000",
+    }
     with gunicorn(tmp_path, tiny_model, workers=1, extra_env=env) as server:
         worker = server.worker_pids()
         host, port = server.url.removeprefix("http://").split(":")
@@ -152,6 +157,63 @@ def test_a_stalled_upload_gets_408_and_the_worker_lives_on(tiny_model: Path, tmp
         assert [e["level"] for e in events if e["message"].startswith("client_timeout")] == ["INFO"]
         assert not [e for e in events if e["level"] in ("ERROR", "CRITICAL")], "a silent client is not an error"
         assert requests.post(f"{server.url}/predict", files={"file": ("p.jpg", jpeg_bytes((1, 2, 3)))}, timeout=10).ok
+
+
+def trickle(url: str, head: bytes, seconds: float = 12) -> bytes:
+    """Send ``head``, then a byte every 0.3 s (never silent for long) until the server answers or
+    closes; what it sent back."""
+    host, port = url.removeprefix("http://").split(":")
+    reply, give_up = b"", time.monotonic() + seconds
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(head)
+        sock.settimeout(0.3)
+        while time.monotonic() < give_up:
+            try:
+                chunk = sock.recv(65536)
+            except TimeoutError:
+                sock.sendall(b"a")
+                continue
+            except OSError:  # reset: the worker was killed
+                break
+            if not chunk:
+                break
+            reply += chunk
+    return reply
+
+
+def test_a_trickling_client_gets_408_at_the_deadline_and_the_worker_lives_on(tiny_model: Path, tmp_path: Path) -> None:
+    """A byte now and then defeats the idle timeout: the stock worker read on until Gunicorn's
+    timeout killed it, and the client got nothing."""
+    env = {"UPLOAD_IDLE_SECONDS": "1", "UPLOAD_DEADLINE_SECONDS": "2", "GUNICORN_TIMEOUT": "6"}
+    with gunicorn(tmp_path, tiny_model, workers=1, extra_env=env) as server:
+        worker = server.worker_pids()
+        upload = b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\nContent-Length: 3000\r\n\r\n"
+        reply = trickle(server.url, upload).decode()
+        assert reply.startswith("HTTP/1.1 408"), reply
+        assert json.loads(reply.split("\r\n\r\n", 1)[1])["error"] == "upload_timeout"
+        assert trickle(server.url, b"POST /predict HTTP/1.1\r\nHost: x\r\nX-Slow: ") == b""  # closed
+        assert server.worker_pids() == worker  # not killed at GUNICORN_TIMEOUT
+        events = [json.loads(line) for line in server.log_lines() if line.startswith("{")]
+        assert [e["level"] for e in events if e["message"].startswith("client_timeout")] == ["INFO"]
+        assert not [e for e in events if e["level"] in ("ERROR", "CRITICAL")]
+        assert requests.post(f"{server.url}/predict", files={"file": ("p.jpg", jpeg_bytes((1, 2, 3)))}, timeout=10).ok
+
+
+def test_a_deadline_past_the_worker_timeout_is_refused_at_start(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path), "UPLOAD_DEADLINE_SECONDS": "30"}
+    run = subprocess.run(
+        [sys.executable, "-c", "import runpy; runpy.run_path('gunicorn.conf.py')"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        timeout=120,
+    )
+    assert run.returncode != 0
+    assert "UPLOAD_DEADLINE_SECONDS (30) must be below GUNICORN_TIMEOUT (30)" in run.stderr
 
 
 # As the Gunicorn master does with preload_app: load the app, run the pre_fork hook, fork; the
