@@ -89,10 +89,15 @@ def _shrink(im: Image.Image, size: int) -> Image.Image:
     if factor < 2:
         return im
     if im.mode in ("P", "PA"):  # palette indices cannot be averaged
-        im = im.convert("RGBA" if im.mode == "PA" or "transparency" in im.info else "RGB")
+        im = _unpalette(im)
     elif im.mode == "1" or im.mode.startswith("I;16"):  # modes reduce() does not take
         im = im.convert("L" if im.mode == "1" else "I")
     return im.reduce(factor)
+
+
+def _unpalette(im: Image.Image) -> Image.Image:
+    """A palette image as its colours, keeping transparency where it has any."""
+    return im.convert("RGBA" if im.mode == "PA" or "transparency" in im.info else "RGB")
 
 
 def _to_rgb(im: Image.Image) -> Image.Image:
@@ -105,9 +110,9 @@ def _to_rgb(im: Image.Image) -> Image.Image:
         peak = max(int(arr.max()), 1)
         scale = 255.0 / (65535 if peak > 255 else 255)
         im = Image.fromarray(np.clip(arr * scale, 0, 255).astype(np.uint8), mode="L")
-    if im.mode == "P" and "transparency" in im.info:
-        im = im.convert("RGBA")
-    if im.mode in ("RGBA", "LA", "PA"):
+    if im.mode in ("P", "PA"):
+        im = _unpalette(im)
+    if im.mode in ("RGBA", "LA"):
         # Transparent pixels become white, as a browser shows them on a white page.
         rgba = im.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
