@@ -44,7 +44,8 @@ def _whole_body(cache: bool) -> bytes:
     """The request body, refused with 413 when it is over the limit."""
     data = request.get_data(cache=cache)
     # A chunked body has no Content-Length to refuse up front, and Werkzeug stops reading it
-    # at the limit without a word: a byte beyond the limit means it was too large.
+    # at the limit without a word: a byte beyond the limit means it was too large. (Reading on
+    # through Werkzeug's own limited stream would refuse a body of exactly the limit too.)
     if len(data) >= current_app.config["MAX_CONTENT_LENGTH"] and request.environ["wsgi.input"].read(1):
         raise RequestEntityTooLarge()
     return data
