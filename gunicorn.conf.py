@@ -30,7 +30,7 @@ bind = f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '8000')}"
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
 # One request at a time per worker (inference is CPU-bound): Gunicorn's sync worker, plus
 # UPLOAD_IDLE_SECONDS and UPLOAD_DEADLINE_SECONDS on reading each request (app/gunicorn_worker.py).
-worker_class = "app.gunicorn_worker.IdleTimeoutSyncWorker"
+worker_class = "app.gunicorn_worker.TimeLimitedSyncWorker"
 preload_app = True  # load the model once in the master; workers share its pages copy-on-write
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", "30"))
 if timeout <= DEADLINE_SECONDS:

@@ -53,7 +53,7 @@ class DeadlineSocket:
         return getattr(self._sock, name)
 
 
-class IdleTimeoutSyncWorker(SyncWorker):  # type: ignore[misc]
+class TimeLimitedSyncWorker(SyncWorker):  # type: ignore[misc]
     def accept(self, listener: Any) -> None:
         client: socket.socket
         client, addr = listener.accept()
