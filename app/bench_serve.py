@@ -344,13 +344,17 @@ def bench_throughput(
             ready = requests.get(server.url + "/ready", timeout=10)
             assert ready.json()["engine"] == "aotinductor", ready.text
             with ctx.Pool(workers, _raw_start, start_args) as pool:
+
+                def raw_rate(slice_seconds: float) -> float:
+                    return sum(pool.map(_raw_slice, [slice_seconds] * workers)) / slice_seconds
+
                 run_wrk(script, server.url, workers, 3)  # warm-up, both sides
-                pool.map(_raw_slice, [2.0] * workers)
-                raws = [sum(pool.map(_raw_slice, [float(seconds)] * workers)) / seconds]
+                raw_rate(2.0)
+                raws = [raw_rate(seconds)]
                 served: list[dict[str, float]] = []
                 for _ in range(rounds):
                     served.append(run_wrk(script, server.url, workers, seconds))
-                    raws.append(sum(pool.map(_raw_slice, [float(seconds)] * workers)) / seconds)
+                    raws.append(raw_rate(seconds))
             # Once the raw processes are gone: PSS splits shared pages among all who map them.
             mem = {"master": rss_kib(server.process.pid), **{f"worker {p}": rss_kib(p) for p in server.worker_pids()}}
     print(f"throughput: {workers} Gunicorn workers under wrk -c{workers} against {workers} processes x 1 thread")
