@@ -81,6 +81,12 @@ def post_fork(server: Any, worker: Any) -> None:
     torch.set_num_threads(int(os.environ.get("TORCH_THREADS", "1")))
 
 
+def post_worker_init(worker: Any) -> None:
+    # The last step before the worker's accept loop: says when this worker, not just some
+    # worker, takes requests (app/local_server.py waits for one line per worker).
+    worker.log.info("Worker ready with pid: %s", worker.pid)
+
+
 def child_exit(server: Any, worker: Any) -> None:
     from prometheus_flask_exporter.multiprocess import GunicornInternalPrometheusMetrics
 

@@ -22,6 +22,16 @@ ROOT = Path(__file__).resolve().parents[1]
 GUNICORN_CMD = ["gunicorn", "-c", "gunicorn.conf.py"]
 
 
+READY_LINE = "Worker ready with pid"
+
+
+def _healthy(url: str) -> bool:
+    try:
+        return requests.get(f"{url}/health", timeout=2).status_code == 200
+    except requests.ConnectionError:
+        return False
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -36,6 +46,10 @@ class Server:
 
     def log_lines(self) -> list[str]:
         return self.log.read_text(errors="replace").splitlines()
+
+    def ready_workers(self) -> int:
+        """How many workers have reached their accept loop (gunicorn.conf.py's post_worker_init)."""
+        return sum(READY_LINE in line for line in self.log_lines())
 
     def worker_pids(self) -> list[int]:
         """The Gunicorn master's children, its workers, as they are now."""
@@ -77,13 +91,13 @@ def gunicorn(
         while True:
             if proc.poll() is not None:
                 raise RuntimeError(f"gunicorn exited with {proc.returncode}:\n" + "\n".join(server.log_lines()[-30:]))
-            try:
-                if requests.get(f"{server.url}/health", timeout=2).status_code == 200:
-                    break
-            except requests.ConnectionError:
-                pass
+            if server.ready_workers() >= workers and _healthy(server.url):
+                break
             if time.monotonic() > deadline:
-                raise RuntimeError("gunicorn did not answer /health in time:\n" + "\n".join(server.log_lines()[-30:]))
+                raise RuntimeError(
+                    f"gunicorn did not start {workers} workers that answer /health in time:\n"
+                    + "\n".join(server.log_lines()[-30:])
+                )
             time.sleep(0.2)
         yield server
     finally:

@@ -11,8 +11,10 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import pytest
 import requests
 
+from app import local_server
 from app.local_server import gunicorn
 from tests.conftest import jpeg_bytes
 from tests.service.conftest import ROOT
@@ -257,3 +259,25 @@ def test_a_workers_garbage_collection_leaves_the_preloaded_pages_shared(tiny_mod
     )
     copied_mib = int(run.stdout.split()[-1])
     assert copied_mib < 16, f"a full collection in the worker copied {copied_mib} MiB of shared pages"
+
+
+def test_the_server_is_handed_over_once_every_worker_takes_requests(
+    tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first /health used to be enough: a test or benchmark then ran on one worker while
+    the second still booted (CI saw 24 of 24 predictions on one worker)."""
+    slow = tmp_path / "slow_second_worker.conf.py"
+    slow.write_text(
+        "import time\n"
+        f"exec(open({str(ROOT / 'gunicorn.conf.py')!r}).read())\n"
+        "_post_fork = post_fork\n"
+        "def post_fork(server, worker):\n"
+        "    _post_fork(server, worker)\n"
+        "    if worker.age == 2:\n"
+        "        time.sleep(2)\n"
+    )
+    monkeypatch.setattr(local_server, "GUNICORN_CMD", ["gunicorn", "-c", str(slow)])
+    with local_server.gunicorn(tmp_path, tiny_model, workers=2) as server, ThreadPoolExecutor(4) as pool:
+        list(pool.map(lambda i: predict(server.url, i), range(N)))
+        events = [json.loads(line) for line in server.log_lines() if line.startswith("{")]
+    assert len({e["process"] for e in events if e.get("event") == "prediction"}) == 2
