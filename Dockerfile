@@ -2,7 +2,8 @@
 # The serving image: Gunicorn + Flask + the release model, PyTorch from the CPU wheels.
 # Two stages: `build` installs the pinned serving requirements into a virtualenv and compiles
 # the release model with AOTInductor (g++ lives in this stage only); `runtime` copies that
-# virtualenv, the compiled package, the service, the model code it imports and models/, and
+# virtualenv, the compiled package and the model code it was compiled with, the service and
+# models/, and
 # runs as a non-root user. Build: `make image` (tags, labels and the Trivy scan come from there).
 
 # Pinned to an exact patch release; add @sha256:<digest> once your registry mirror resolves it.
@@ -47,7 +48,7 @@ COPY --from=build /opt/venv /opt/venv
 WORKDIR /srv
 COPY gunicorn.conf.py ./
 COPY app/ app/
-COPY ml/__init__.py ml/artifact.py ml/config.py ml/data.py ml/export.py ml/fileio.py ml/images.py ml/models.py ml/
+COPY --from=build /srv/ml/ ml/
 COPY models/ models/
 COPY --from=build /srv/build/model.pt2 build/model.pt2
 ENV PATH=/opt/venv/bin:$PATH \
