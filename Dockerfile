@@ -3,8 +3,7 @@
 # Two stages: `build` installs the pinned serving requirements into a virtualenv and compiles
 # the release model with AOTInductor (g++ lives in this stage only); `runtime` copies that
 # virtualenv, the compiled package and the model code it was compiled with, the service and
-# models/, and
-# runs as a non-root user. Build: `make image` (tags, labels and the Trivy scan come from there).
+# models/, and runs as a non-root user. Build: `make image` (tags, labels and the Trivy scan come from there).
 
 # Pinned to an exact patch release; add @sha256:<digest> once your registry mirror resolves it.
 ARG PYTHON_IMAGE=python:3.11.14-slim-bookworm
