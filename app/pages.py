@@ -39,7 +39,8 @@ def index() -> Response | str:
     classifier: Classifier = current_app.extensions["classifier"]
     # Browsers rank text/html above */*; curl and API clients get JSON.
     if request.accept_mimetypes.best_match(["application/json", "text/html"]) == "text/html":
-        return render_template("index.html", model_version=classifier.version or "not loaded")
+        size = classifier.release.image_size if classifier.release else ""  # the page shrinks photos to it
+        return render_template("index.html", model_version=classifier.version or "not loaded", image_size=size)
     return jsonify(
         name="Cats vs Dogs classifier",
         version=current_app.config["SERVICE_VERSION"],

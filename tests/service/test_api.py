@@ -29,6 +29,7 @@ def test_landing_page_for_browsers_and_json_for_clients(client: FlaskClient) -> 
     assert html.status_code == 200 and html.mimetype == "text/html"
     page = html.get_data(as_text=True)
     assert 'type="file"' in page and "/docs" in page and "/metrics" in page
+    assert 'data-image-size="32"' in page  # the model's input size, for the page's shrinking
     assert "http://" not in page and "https://" not in page  # no CDN: works with no internet
     info = client.get("/", headers={"Accept": "application/json"}).get_json()
     assert info["name"] == "Cats vs Dogs classifier"
@@ -271,6 +272,8 @@ def test_no_model_means_not_ready_but_alive(
     assert ready.status_code == 503 and ready.get_json()["ready"] is False and ready.get_json()["reason"]
     assert post_file(client, jpeg_bytes((1, 2, 3))).status_code == 503
     assert "model_ready 0.0" in client.get("/metrics").get_data(as_text=True)
+    page = client.get("/", headers={"Accept": "text/html"})  # still opens, and sends photos as they are
+    assert page.status_code == 200 and 'data-image-size=""' in page.get_data(as_text=True)
     logged = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"model_load_failed"' in line]
     assert len(logged) == 1 and logged[0]["level"] == "ERROR"
 

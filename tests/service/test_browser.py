@@ -1,26 +1,29 @@
-"""The landing page in headless Chromium: upload a real cat photo, see "cat" rendered."""
+"""The landing page in headless Chromium: upload a real cat photo, see "cat" rendered; a camera
+photo goes up shrunk; a file that is no photo gets the server's reason."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+import requests
 
-from app.local_server import ROOT, gunicorn
+from app.local_server import ROOT, Server, gunicorn
 from tests.helpers import require_tool
 
 ARTIFACTS = ROOT / "build" / "test-artifacts"
+pytestmark = pytest.mark.integration
 
 
-@pytest.mark.integration
-def test_upload_a_cat_photo_through_the_page(real_photos: Path, tmp_path: Path) -> None:
+@pytest.fixture
+def page(tmp_path: Path) -> Iterator[tuple[Any, Server]]:
+    """Headless Chromium on the landing page of the real server with the release model."""
     chromium, driver_path = require_tool("chromium"), require_tool("chromedriver")
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import WebDriverWait
 
-    photo = real_photos / "Cat" / "1.jpg"
     options = webdriver.ChromeOptions()
     options.binary_location = chromium
     for flag in (
@@ -42,17 +45,78 @@ def test_upload_a_cat_photo_through_the_page(real_photos: Path, tmp_path: Path) 
             browser.set_page_load_timeout(30)
             browser.get(server.url + "/")
             assert "Cat or dog" in browser.title
-            browser.find_element(By.ID, "file").send_keys(str(photo))
-            WebDriverWait(browser, 60).until(lambda b: b.find_element(By.ID, "label").text.strip() != "")
-            label = browser.find_element(By.ID, "label").text.strip().lower()
-            confidence = browser.find_element(By.ID, "confidence").text
-            ARTIFACTS.mkdir(parents=True, exist_ok=True)
-            browser.save_screenshot(str(ARTIFACTS / "landing-page-cat.png"))
-            browser.find_element(By.CSS_SELECTOR, 'button[data-label="cat"]').click()
-            WebDriverWait(browser, 30).until(lambda b: b.find_element(By.ID, "feedback-status").text != "")
-            feedback = browser.find_element(By.ID, "feedback-status").text
+            yield browser, server
         finally:
             browser.quit()
+
+
+def upload(browser: Any, photo: Path) -> str:
+    """Choose ``photo`` on the page; the label it shows, or the error it shows."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser.find_element(By.ID, "file").send_keys(str(photo))
+
+    def answer(b: Any) -> str:
+        return str(b.find_element(By.ID, "label").text.strip() or b.find_element(By.ID, "error").text.strip())
+
+    return WebDriverWait(browser, 60).until(answer)
+
+
+def received(server: Server, metric: str) -> float:
+    text = requests.get(f"{server.url}/metrics", timeout=10).text
+    return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(metric + " "))
+
+
+def test_upload_a_cat_photo_through_the_page(page: tuple[Any, Server], real_photos: Path) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser, server = page
+    photo = real_photos / "Cat" / "1.jpg"
+    label = upload(browser, photo).lower()
+    confidence = browser.find_element(By.ID, "confidence").text
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    browser.save_screenshot(str(ARTIFACTS / "landing-page-cat.png"))
+    browser.find_element(By.CSS_SELECTOR, 'button[data-label="cat"]').click()
+    WebDriverWait(browser, 30).until(lambda b: b.find_element(By.ID, "feedback-status").text != "")
     assert label == "cat"
     assert confidence.endswith("% sure")
-    assert feedback == "Thank you!"
+    assert browser.find_element(By.ID, "feedback-status").text == "Thank you!"
+    # A photo already below twice the model's input size goes up as it is.
+    assert received(server, "input_image_bytes_sum") == photo.stat().st_size
+
+
+def test_a_camera_photo_goes_up_shrunk_to_twice_the_model_input(
+    page: tuple[Any, Server], real_photos: Path, tmp_path: Path
+) -> None:
+    from app.bench_serve import camera_jpeg
+
+    browser, server = page
+    big = tmp_path / "camera.jpg"
+    big.write_bytes(camera_jpeg(real_photos / "Cat" / "1.jpg"))  # 4000x3000, 2.8 MB
+    assert upload(browser, big).lower() == "cat"
+    # Short side 2 x image_size (256 in models/model.json), aspect kept: 683 x 512, which the
+    # server decodes at half scale (draft mode) to 342 x 256 pixels.
+    assert received(server, "input_image_pixels_sum") == 342 * 256
+    sent = received(server, "input_image_bytes_sum")
+    assert sent < big.stat().st_size / 10, f"the page sent {sent:.0f} of {big.stat().st_size} bytes"
+
+
+def test_a_file_that_is_no_photo_gets_the_servers_reason(page: tuple[Any, Server], tmp_path: Path) -> None:
+    browser, server = page
+    fake = tmp_path / "notes.jpg"
+    fake.write_text("adoption notes, not a photo\n")
+    shown = upload(browser, fake)  # the browser cannot decode it either, so it goes up as it is
+    api = requests.post(f"{server.url}/predict", files={"file": fake.open("rb")}, timeout=10)
+    assert api.status_code == 415 and shown == api.json()["detail"], shown
+
+
+def test_the_page_says_so_when_the_service_cannot_be_reached(page: tuple[Any, Server], real_photos: Path) -> None:
+    from selenium.webdriver.common.by import By
+
+    browser, server = page
+    server.process.terminate()
+    server.process.wait(timeout=30)
+    assert upload(browser, real_photos / "Cat" / "1.jpg").startswith("the service could not be reached")
+    assert browser.find_element(By.ID, "file").is_enabled()  # and the page takes another photo
