@@ -1,7 +1,7 @@
 // Landing page: upload a photo to /predict, show the answer, send staff feedback.
 const drop = document.getElementById("drop");
 const input = document.getElementById("file");
-const status = document.getElementById("status");
+const progress = document.getElementById("status");
 // The model sees image_size x image_size (models/model.json, via the page). A camera photo is
 // megabytes; a copy twice that size on its short side is ~100 kB and gives the server the same
 // input, so a slow shelter uplink stays well inside the server's upload deadline.
@@ -52,7 +52,7 @@ async function classify(file) {
   preview.src = previewUrl;
   preview.hidden = false;
   input.disabled = true;
-  status.textContent = "Classifying…";
+  progress.textContent = "Classifying…";
   try {
     const form = new FormData();
     form.append("file", await shrink(file));
@@ -71,7 +71,7 @@ async function classify(file) {
   } finally {
     input.disabled = false;
     input.value = "";  // choosing the same photo again classifies it again
-    status.textContent = "";
+    progress.textContent = "";
   }
 }
 
