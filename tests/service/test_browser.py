@@ -1,5 +1,6 @@
 """The landing page in headless Chromium: upload a real cat photo, see "cat" rendered; a camera
-photo goes up shrunk; a file that is no photo gets the server's reason."""
+photo goes up shrunk and upright; a file that is no photo gets the server's reason; a stopped
+server gets a message."""
 
 from __future__ import annotations
 
@@ -101,6 +102,39 @@ def test_a_camera_photo_goes_up_shrunk_to_twice_the_model_input(
     assert received(server, "input_image_pixels_sum") == 342 * 256
     sent = received(server, "input_image_bytes_sum")
     assert sent < big.stat().st_size / 10, f"the page sent {sent:.0f} of {big.stat().st_size} bytes"
+
+
+# Records what the page hands to fetch(): the sent photo's displayed size, bytes and type.
+_RECORD_UPLOADS = """
+const send = window.fetch;
+window.sent = [];
+window.fetch = async (url, options) => {
+  const file = options && options.body instanceof FormData ? options.body.get("file") : null;
+  if (file) {
+    const bitmap = await createImageBitmap(file);
+    window.sent.push([bitmap.width, bitmap.height, file.size, file.type]);
+  }
+  return send(url, options);
+};
+"""
+
+
+def test_a_rotated_camera_photo_goes_up_upright(page: tuple[Any, Server], real_photos: Path, tmp_path: Path) -> None:
+    """Phones store landscape pixels and an EXIF orientation: the page must send what the
+    photo shows (portrait), since the shrunk JPEG carries no EXIF of its own."""
+    from PIL import Image
+
+    browser, _ = page
+    upright = Image.open(real_photos / "Cat" / "1.jpg").convert("RGB").resize((3000, 4000))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # shown rotated 90° clockwise
+    rotated = tmp_path / "rotated.jpg"
+    upright.transpose(Image.Transpose.ROTATE_90).save(rotated, "JPEG", quality=92, exif=exif)  # 4000 x 3000 stored
+    browser.execute_script(_RECORD_UPLOADS)
+    assert upload(browser, rotated).lower() == "cat"
+    width, height, size, kind = browser.execute_script("return window.sent[0]")
+    assert (width, height, kind) == (512, 683, "image/jpeg")
+    assert size < rotated.stat().st_size / 10
 
 
 def test_a_file_that_is_no_photo_gets_the_servers_reason(page: tuple[Any, Server], tmp_path: Path) -> None:
