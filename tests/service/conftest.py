@@ -1,9 +1,13 @@
 from __future__ import annotations
 
 import io
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+import requests
 from flask import Flask
 from flask.testing import FlaskClient
 from PIL import Image
@@ -12,6 +16,27 @@ from app import create_app
 
 ROOT = Path(__file__).resolve().parents[2]
 RELEASE = ROOT / "models"
+
+
+def metric_sum(url: str, name: str) -> float:
+    """``name`` on the server's /metrics, summed over its label sets (and so over workers)."""
+    text = requests.get(f"{url}/metrics", headers={"Connection": "close"}, timeout=10).text
+    return sum(float(line.split()[-1]) for line in text.splitlines() if line.split("{")[0].split(" ")[0] == name)
+
+
+def run_python(
+    code: str, *args: str, env: dict[str, str] | None = None, check: bool = True
+) -> subprocess.CompletedProcess[str]:
+    """``code`` in a fresh interpreter from the repository root, as a server process starts."""
+    return subprocess.run(
+        [sys.executable, "-c", code, *args],
+        capture_output=True,
+        text=True,
+        check=check,
+        cwd=ROOT,
+        env={**os.environ, **(env or {})},
+        timeout=120,
+    )
 
 
 @pytest.fixture

@@ -318,14 +318,9 @@ print(classifier.keeps_freed_memory, (resource.getrusage(resource.RUSAGE_SELF).r
 def test_a_prediction_reuses_the_memory_the_last_one_freed() -> None:
     """The release model's activations are reused, not given back to the kernel and faulted in
     again on every request (4,600 page faults a prediction before, a sixth of the CPU time)."""
-    import subprocess
-    import sys
+    from tests.service.conftest import RELEASE, run_python
 
-    from tests.service.conftest import RELEASE, ROOT
-
-    run = subprocess.run(
-        [sys.executable, "-c", _FAULTS_SCRIPT, str(RELEASE)], capture_output=True, text=True, check=True, cwd=ROOT
-    )
+    run = run_python(_FAULTS_SCRIPT, str(RELEASE))
     tuned, faults = run.stdout.split()
     assert tuned == "True"
     assert float(faults) < 50, f"{faults} page faults per prediction"

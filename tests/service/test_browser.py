@@ -13,6 +13,7 @@ import requests
 
 from app.local_server import ROOT, Server, gunicorn
 from tests.helpers import require_tool
+from tests.service.conftest import metric_sum
 
 ARTIFACTS = ROOT / "build" / "test-artifacts"
 pytestmark = pytest.mark.integration
@@ -64,11 +65,6 @@ def upload(browser: Any, photo: Path) -> str:
     return WebDriverWait(browser, 60).until(answer)
 
 
-def received(server: Server, metric: str) -> float:
-    text = requests.get(f"{server.url}/metrics", timeout=10).text
-    return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(metric + " "))
-
-
 def test_upload_a_cat_photo_through_the_page(page: tuple[Any, Server], real_photos: Path) -> None:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
@@ -85,7 +81,7 @@ def test_upload_a_cat_photo_through_the_page(page: tuple[Any, Server], real_phot
     assert confidence.endswith("% sure")
     assert browser.find_element(By.ID, "feedback-status").text == "Thank you!"
     # A photo already below twice the model's input size goes up as it is.
-    assert received(server, "input_image_bytes_sum") == photo.stat().st_size
+    assert metric_sum(server.url, "input_image_bytes_sum") == photo.stat().st_size
 
 
 def test_a_camera_photo_goes_up_shrunk_to_twice_the_model_input(
@@ -99,8 +95,8 @@ def test_a_camera_photo_goes_up_shrunk_to_twice_the_model_input(
     assert upload(browser, big).lower() == "cat"
     # Short side 2 x image_size (256 in models/model.json), aspect kept: 683 x 512, which the
     # server decodes at half scale (draft mode) to 342 x 256 pixels.
-    assert received(server, "input_image_pixels_sum") == 342 * 256
-    sent = received(server, "input_image_bytes_sum")
+    assert metric_sum(server.url, "input_image_pixels_sum") == 342 * 256
+    sent = metric_sum(server.url, "input_image_bytes_sum")
     assert sent < big.stat().st_size / 10, f"the page sent {sent:.0f} of {big.stat().st_size} bytes"
 
 

@@ -4,7 +4,6 @@ and SIGTERM draining a request in flight."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import socket
 import time
@@ -15,9 +14,9 @@ import pytest
 import requests
 
 from app import local_server
-from app.local_server import gunicorn
+from app.local_server import Server, gunicorn
 from tests.conftest import jpeg_bytes
-from tests.service.conftest import ROOT
+from tests.service.conftest import ROOT, metric_sum, run_python
 
 N = 24
 
@@ -31,11 +30,6 @@ def predict(url: str, i: int) -> dict[str, object]:
     )
     assert resp.status_code == 200, resp.text
     return resp.json()  # type: ignore[no-any-return]
-
-
-def metric_sum(url: str, name: str) -> float:
-    text = requests.get(f"{url}/metrics", headers={"Connection": "close"}, timeout=10).text
-    return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(name + "{"))
 
 
 def test_metrics_and_feedback_across_workers(tiny_model: Path, tiny_package: Path, tmp_path: Path) -> None:
@@ -126,6 +120,16 @@ def test_a_chunked_upload_over_the_limit_is_refused_not_cut_short(tiny_model: Pa
         assert big.status_code == 413 and big.json()["error"] == "file_too_large", big.text
 
 
+def assert_the_worker_shrugged_it_off(server: Server, worker: list[int]) -> None:
+    """After clients that timed out: the same worker, one INFO line for the headers that never
+    ended, no error logged, and the next photo served."""
+    assert server.worker_pids() == worker  # not killed at GUNICORN_TIMEOUT
+    events = [json.loads(line) for line in server.log_lines() if line.startswith("{")]
+    assert [e["level"] for e in events if e["message"].startswith("client_timeout")] == ["INFO"]
+    assert not [e for e in events if e["level"] in ("ERROR", "CRITICAL")], "a silent client is not an error"
+    assert requests.post(f"{server.url}/predict", files={"file": ("p.jpg", jpeg_bytes((1, 2, 3)))}, timeout=10).ok
+
+
 def test_a_stalled_upload_gets_408_and_the_worker_lives_on(tiny_model: Path, tmp_path: Path) -> None:
     env = {
         "UPLOAD_IDLE_SECONDS": "1",
@@ -154,11 +158,7 @@ def test_a_stalled_upload_gets_408_and_the_worker_lives_on(tiny_model: Path, tmp
         with socket.create_connection((host, int(port)), timeout=10) as sock:
             sock.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\n")  # and the headers never end
             assert b"".join(iter(lambda: sock.recv(65536), b"")) == b""  # closed, no HTML 500
-        assert server.worker_pids() == worker  # not killed at GUNICORN_TIMEOUT
-        events = [json.loads(line) for line in server.log_lines() if line.startswith("{")]
-        assert [e["level"] for e in events if e["message"].startswith("client_timeout")] == ["INFO"]
-        assert not [e for e in events if e["level"] in ("ERROR", "CRITICAL")], "a silent client is not an error"
-        assert requests.post(f"{server.url}/predict", files={"file": ("p.jpg", jpeg_bytes((1, 2, 3)))}, timeout=10).ok
+        assert_the_worker_shrugged_it_off(server, worker)
 
 
 def trickle(url: str, head: bytes, seconds: float = 12) -> bytes:
@@ -194,26 +194,12 @@ def test_a_trickling_client_gets_408_at_the_deadline_and_the_worker_lives_on(tin
         assert reply.startswith("HTTP/1.1 408"), reply
         assert json.loads(reply.split("\r\n\r\n", 1)[1])["error"] == "upload_timeout"
         assert trickle(server.url, b"POST /predict HTTP/1.1\r\nHost: x\r\nX-Slow: ") == b""  # closed
-        assert server.worker_pids() == worker  # not killed at GUNICORN_TIMEOUT
-        events = [json.loads(line) for line in server.log_lines() if line.startswith("{")]
-        assert [e["level"] for e in events if e["message"].startswith("client_timeout")] == ["INFO"]
-        assert not [e for e in events if e["level"] in ("ERROR", "CRITICAL")]
-        assert requests.post(f"{server.url}/predict", files={"file": ("p.jpg", jpeg_bytes((1, 2, 3)))}, timeout=10).ok
+        assert_the_worker_shrugged_it_off(server, worker)
 
 
 def test_a_deadline_past_the_worker_timeout_is_refused_at_start(tmp_path: Path) -> None:
-    import subprocess
-    import sys
-
-    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path), "UPLOAD_DEADLINE_SECONDS": "30"}
-    run = subprocess.run(
-        [sys.executable, "-c", "import runpy; runpy.run_path('gunicorn.conf.py')"],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        env=env,
-        timeout=120,
-    )
+    env = {"PROMETHEUS_MULTIPROC_DIR": str(tmp_path), "UPLOAD_DEADLINE_SECONDS": "30"}
+    run = run_python("import runpy; runpy.run_path('gunicorn.conf.py')", env=env, check=False)
     assert run.returncode != 0
     assert "UPLOAD_DEADLINE_SECONDS (30) must be below GUNICORN_TIMEOUT (30)" in run.stderr
 
@@ -244,19 +230,8 @@ os.waitpid(pid, 0)
 def test_a_workers_garbage_collection_leaves_the_preloaded_pages_shared(tiny_model: Path, tmp_path: Path) -> None:
     """Without gc.freeze in pre_fork a worker's first full collection copied 112 MiB of the
     master's objects (it writes to every object's header) and paused it for 240 ms."""
-    import subprocess
-    import sys
-
-    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics")}
-    run = subprocess.run(
-        [sys.executable, "-c", _COLLECT_AFTER_FORK, str(tiny_model), str(tmp_path / "seen")],
-        capture_output=True,
-        text=True,
-        check=True,
-        cwd=ROOT,
-        env=env,
-        timeout=120,
-    )
+    env = {"PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics")}
+    run = run_python(_COLLECT_AFTER_FORK, str(tiny_model), str(tmp_path / "seen"), env=env)
     copied_mib = int(run.stdout.split()[-1])
     assert copied_mib < 16, f"a full collection in the worker copied {copied_mib} MiB of shared pages"
 
