@@ -23,7 +23,7 @@ os.makedirs(_metrics_dir, exist_ok=True)
 # One replica's workers share the record of used feedback tokens.
 os.environ.setdefault("FEEDBACK_DIR", os.path.join(_metrics_dir, "feedback-seen"))
 
-from app.gunicorn_worker import DEADLINE_SECONDS  # noqa: E402 (after the metrics folder is set)
+from app.gunicorn_worker import DEADLINE_SECONDS, READY_MESSAGE  # noqa: E402 (after the metrics folder is set)
 
 wsgi_app = "app.wsgi:app"
 bind = f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '8000')}"
@@ -84,7 +84,7 @@ def post_fork(server: Any, worker: Any) -> None:
 def post_worker_init(worker: Any) -> None:
     # The last step before the worker's accept loop: says when this worker, not just some
     # worker, takes requests (app/local_server.py waits for one line per worker).
-    worker.log.info("Worker ready with pid: %s", worker.pid)
+    worker.log.info(f"{READY_MESSAGE}: %s", worker.pid)
 
 
 def child_exit(server: Any, worker: Any) -> None:

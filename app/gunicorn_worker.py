@@ -23,6 +23,9 @@ from gunicorn.workers.sync import SyncWorker
 # Read once, when Gunicorn loads this class, not on every accepted connection.
 IDLE_SECONDS = float(os.environ.get("UPLOAD_IDLE_SECONDS", "10"))
 DEADLINE_SECONDS = float(os.environ.get("UPLOAD_DEADLINE_SECONDS", "20"))
+# Logged by each worker as it enters its accept loop (gunicorn.conf.py's post_worker_init);
+# app/local_server.py waits for one per worker.
+READY_MESSAGE = "Worker ready with pid"
 
 
 class DeadlineSocket:

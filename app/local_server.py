@@ -17,12 +17,11 @@ from pathlib import Path
 
 import requests
 
+from app.gunicorn_worker import READY_MESSAGE
+
 ROOT = Path(__file__).resolve().parents[1]
 # Exactly what the Docker image runs (see the Dockerfile's CMD) and what `make serve` runs.
 GUNICORN_CMD = ["gunicorn", "-c", "gunicorn.conf.py"]
-
-
-READY_LINE = "Worker ready with pid"
 
 
 def _healthy(url: str) -> bool:
@@ -49,7 +48,7 @@ class Server:
 
     def ready_workers(self) -> int:
         """How many workers have reached their accept loop (gunicorn.conf.py's post_worker_init)."""
-        return sum(READY_LINE in line for line in self.log_lines())
+        return sum(READY_MESSAGE in line for line in self.log_lines())
 
     def worker_pids(self) -> list[int]:
         """The Gunicorn master's children, its workers, as they are now."""
