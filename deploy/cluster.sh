@@ -140,7 +140,7 @@ status() {
   kubectl -n $NS get hpa pet-classifier
   kubectl -n $NS get deployment pet-classifier \
     -o jsonpath='{"image: "}{.spec.template.spec.containers[0].image}{"\n"}'
-  kubectl -n $NS exec deploy/pet-classifier -- python -c \
+  kubectl -n $NS exec deploy/pet-classifier -c api -- python -c \
     'import json, urllib.request; print("model:", json.load(urllib.request.urlopen("http://127.0.0.1:8000/version"))["model_version"])'
 }
 

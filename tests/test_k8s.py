@@ -18,6 +18,7 @@ import yaml
 from tests.helpers import require_tool
 
 ROOT = Path(__file__).resolve().parent.parent
+NGINX_CONF = ROOT / "deploy" / "k8s" / "app" / "nginx.conf"
 WORKLOADS = {"Deployment", "DaemonSet", "StatefulSet"}
 Doc = dict[str, Any]
 
@@ -47,6 +48,11 @@ def containers(workload: Doc) -> list[Doc]:
     return [*spec.get("initContainers", []), *spec["containers"]]
 
 
+def container(workload: Doc, name: str) -> Doc:
+    (found,) = [c for c in containers(workload) if c["name"] == name]
+    return found
+
+
 def configmap_by_prefix(docs: list[Doc], prefix: str) -> Doc:
     hashed = re.compile(prefix + r"-[a-z0-9]{10}")  # kustomize's content-hash suffix
     matches = [d for d in docs if d["kind"] == "ConfigMap" and hashed.fullmatch(d["metadata"]["name"])]
@@ -74,7 +80,8 @@ def test_the_api_deployment(docs: list[Doc]) -> None:
     assert dep["spec"]["replicas"] == 2
     assert dep["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
     pod = dep["spec"]["template"]["spec"]
-    (api,) = pod["containers"]
+    assert [c["name"] for c in pod["containers"]] == ["api", "proxy"]  # api first: kubectl exec's default
+    api = container(dep, "api")
     assert api["image"].startswith("ghcr.io/") and api["image"].rsplit(":", 1)[1] not in {"", "latest"}
     assert api["readinessProbe"]["httpGet"]["path"] == "/ready"
     assert api["startupProbe"]["httpGet"]["path"] == "/ready"
@@ -88,10 +95,13 @@ def test_the_api_deployment(docs: list[Doc]) -> None:
 def test_termination_grace_covers_prestop_and_gunicorn_drain(docs: list[Doc]) -> None:
     dep = find(docs, "Deployment", "pet-classifier")
     pod = dep["spec"]["template"]["spec"]
-    pre_stop = pod["containers"][0]["lifecycle"]["preStop"]["exec"]["command"]
-    assert pre_stop[0] == "sleep"
     graceful = int(configmap_by_prefix(docs, "pet-classifier-config")["data"]["GRACEFUL_TIMEOUT"])
-    assert pod["terminationGracePeriodSeconds"] >= int(pre_stop[1]) + graceful
+    nginx_drain = re.search(r"^worker_shutdown_timeout (\d+)s;", NGINX_CONF.read_text(), re.MULTILINE)
+    assert nginx_drain and int(nginx_drain[1]) <= graceful  # the proxy drains no longer than Gunicorn
+    for c in pod["containers"]:
+        pre_stop = c["lifecycle"]["preStop"]["exec"]["command"]
+        assert pre_stop[0] == "sleep", c["name"]
+        assert pod["terminationGracePeriodSeconds"] >= int(pre_stop[1]) + graceful, c["name"]
 
 
 def test_container_port_probes_and_gunicorn_bind_agree(docs: list[Doc]) -> None:
@@ -103,11 +113,37 @@ def test_container_port_probes_and_gunicorn_bind_agree(docs: list[Doc]) -> None:
     )
     assert bind.returncode == 0, bind.stderr
     host, port = bind.stdout.strip().rsplit(":", 1)
-    api = find(docs, "Deployment", "pet-classifier")["spec"]["template"]["spec"]["containers"][0]
+    api = container(find(docs, "Deployment", "pet-classifier"), "api")
     (http,) = api["ports"]
     assert host == "0.0.0.0" and int(port) == http["containerPort"]
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
         assert api[probe]["httpGet"]["port"] in (http["name"], http["containerPort"])
+
+
+def test_the_pods_nginx_fronts_gunicorn_with_the_apis_limits(docs: list[Doc]) -> None:
+    """The Service reaches the API through nginx.conf (tests/service/test_proxy.py runs it);
+    Prometheus alone goes round it."""
+    dep = find(docs, "Deployment", "pet-classifier")
+    api, proxy = container(dep, "api"), container(dep, "proxy")
+    conf = NGINX_CONF.read_text()
+    assert configmap_by_prefix(docs, "pet-classifier-proxy")["data"] == {"nginx.conf": conf}
+    cmd = proxy["command"]
+    conf_path, prefix = Path(cmd[cmd.index("-c") + 1]), cmd[cmd.index("-p") + 1]
+    volumes = {v["name"]: v for v in dep["spec"]["template"]["spec"]["volumes"]}
+    mounted = {m["mountPath"]: volumes[m["name"]] for m in proxy["volumeMounts"]}
+    assert conf_path.name == "nginx.conf"
+    assert mounted[str(conf_path.parent)]["configMap"]["name"].startswith("pet-classifier-proxy-")
+    assert "emptyDir" in mounted[prefix.rstrip("/")]  # pid and buffered bodies on a read-only root
+    listen = re.search(r"^\s*listen (\d+);", conf, re.MULTILINE)
+    upstream = re.search(r"^\s*server 127\.0\.0\.1:(\d+);", conf, re.MULTILINE)
+    assert listen and upstream
+    ports = {c["name"]: {p["name"]: p["containerPort"] for p in c["ports"]} for c in (api, proxy)}
+    assert ports == {"api": {"api": int(upstream[1])}, "proxy": {"http": int(listen[1])}}
+    services = {d["metadata"]["name"]: d["spec"]["ports"][0]["targetPort"] for d in docs if d["kind"] == "Service"}
+    assert (services["pet-classifier"], services["pet-classifier-headless"]) == ("http", "api")
+    limit = configmap_by_prefix(docs, "pet-classifier-config")["data"]["MAX_UPLOAD_BYTES"]
+    assert f"client_max_body_size {limit};" in conf
+    assert f"request bodies are limited to {limit} bytes" in conf  # nginx's 413, worded as the API's
 
 
 def test_every_container_has_resources_probes_and_a_locked_down_security_context(docs: list[Doc]) -> None:
@@ -129,7 +165,7 @@ def test_every_container_has_resources_probes_and_a_locked_down_security_context
             assert sc["capabilities"]["drop"] == ["ALL"] and not sc["capabilities"].get("add"), where
             assert not sc.get("privileged"), where
             assert c["image"].split(":")[-1] not in {"latest", c["image"]}, f"{where}: unpinned image"
-    assert seen == 7
+    assert seen == 8
 
 
 def test_service_selectors_and_target_ports_match_pods(docs: list[Doc]) -> None:
@@ -168,7 +204,10 @@ def test_hpa_pdb_and_network_policy_target_the_api(docs: list[Doc]) -> None:
     assert pdb["spec"]["minAvailable"] < dep["spec"]["replicas"]  # a drain can always proceed
     netpol = find(docs, "NetworkPolicy", "pet-classifier")
     assert netpol["spec"]["podSelector"]["matchLabels"].items() <= labels.items()
-    assert [p["port"] for p in netpol["spec"]["ingress"][0]["ports"]] == [8000]
+    public, scrape = netpol["spec"]["ingress"]
+    assert "from" not in public and [p["port"] for p in public["ports"]] == [8080]  # the proxy
+    assert scrape["from"] == [{"podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}}}]
+    assert [p["port"] for p in scrape["ports"]] == [8000]  # Gunicorn, for /metrics
 
 
 def test_metrics_server_is_set_up_for_kind(docs: list[Doc]) -> None:

@@ -1,0 +1,253 @@
+"""The pod's nginx (deploy/k8s/app/nginx.conf), run as written with Debian's nginx in front of the
+real Gunicorn on loopback: only its two port numbers change. Gunicorn here has one worker and a
+2 s upload deadline, so a slow client would hold the worker and then time out without the proxy."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import requests
+
+from app.local_server import Server, free_port, gunicorn
+from app.settings import Settings
+from tests.conftest import jpeg_bytes
+from tests.helpers import require_tool
+from tests.service.conftest import ROOT
+
+CONF = ROOT / "deploy" / "k8s" / "app" / "nginx.conf"
+PHOTO = jpeg_bytes((200, 60, 50), size=(320, 240))
+UPLOAD_HEAD = (
+    b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\nConnection: close\r\n"
+    b"Content-Length: %d\r\n\r\n" % len(PHOTO)
+)
+
+
+@dataclass
+class Proxy:
+    url: str
+    process: subprocess.Popen[bytes]
+    stdout: Path
+
+    def own_answers(self) -> list[dict[str, object]]:
+        """nginx's JSON access lines: one per request it answered itself."""
+        return [json.loads(line) for line in self.stdout.read_text().splitlines()]
+
+
+@contextmanager
+def nginx_in_front(tmp: Path, upstream_port: int) -> Iterator[Proxy]:
+    nginx = require_tool(shutil.which("nginx") or "/usr/sbin/nginx")
+    port = free_port()
+    conf = CONF.read_text()
+    conf, listens = re.subn(r"\blisten 8080;", f"listen 127.0.0.1:{port};", conf)
+    conf, servers = re.subn(r"\bserver 127\.0\.0\.1:8000;", f"server 127.0.0.1:{upstream_port};", conf)
+    assert (listens, servers) == (1, 1), "nginx.conf no longer has one listen 8080 and one upstream :8000"
+    prefix = tmp / "nginx"
+    prefix.mkdir()
+    (prefix / "nginx.conf").write_text(conf)
+    # As in the pod (deployment.yaml), but as root here nginx would hand its workers to 'nobody',
+    # who cannot reach pytest's private temp dir.
+    globals_ = "daemon off;" + (" user root;" if os.geteuid() == 0 else "")
+    cmd = [nginx, "-p", f"{prefix}/", "-c", str(prefix / "nginx.conf"), "-e", "stderr", "-g", globals_]
+    stdout = prefix / "stdout.log"
+    with stdout.open("wb") as out, (prefix / "stderr.log").open("wb") as err:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=err)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            assert proc.poll() is None, (prefix / "stderr.log").read_text()
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "nginx did not listen within 10 s"
+                time.sleep(0.05)
+        yield Proxy(f"http://127.0.0.1:{port}", proc, stdout)
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def api(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    env = {"UPLOAD_IDLE_SECONDS": "1", "UPLOAD_DEADLINE_SECONDS": "2", "GUNICORN_TIMEOUT": "6"}
+    with gunicorn(tmp_path_factory.mktemp("api"), tiny_model, workers=1, extra_env=env) as server:
+        yield server
+
+
+@pytest.fixture
+def proxy(api: Server, tmp_path: Path) -> Iterator[Proxy]:
+    with nginx_in_front(tmp_path, int(api.url.rsplit(":", 1)[1])) as p:
+        yield p
+
+
+def connect(url: str) -> socket.socket:
+    host, port = url.removeprefix("http://").split(":")
+    return socket.create_connection((host, int(port)), timeout=30)
+
+
+def slow_upload(url: str, seconds: float, started: threading.Event | None = None) -> bytes:
+    """PHOTO in 20 pieces spread over ``seconds`` (more than the API's 2 s deadline); the reply."""
+    step = len(PHOTO) // 20 + 1
+    with connect(url) as sock:
+        sock.sendall(UPLOAD_HEAD)
+        try:
+            for i in range(0, len(PHOTO), step):
+                sock.sendall(PHOTO[i : i + step])
+                if started:
+                    started.set()
+                time.sleep(seconds / 20)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the server answered early and closed: read its answer
+        return b"".join(iter(lambda: sock.recv(65536), b""))
+
+
+def status_and_json(reply: bytes) -> tuple[int, dict[str, object]]:
+    head, body = reply.split(b"\r\n\r\n", 1)
+    return int(head.split()[1]), json.loads(body)
+
+
+def predict(url: str, **kw: object) -> requests.Response:
+    return requests.post(f"{url}/predict", files={"file": ("p.jpg", PHOTO)}, timeout=30, **kw)  # type: ignore[arg-type]
+
+
+def test_a_slow_upload_reaches_the_api_whole_while_the_worker_serves_others(api: Server, proxy: Proxy) -> None:
+    # Without the proxy: the one worker reads the slow upload itself and gives up at its deadline.
+    assert status_and_json(slow_upload(api.url, seconds=4))[0] == 408
+
+    started, done, replies = threading.Event(), threading.Event(), []
+
+    def upload() -> None:
+        replies.append(slow_upload(proxy.url, seconds=4, started=started))
+        done.set()
+
+    sender = threading.Thread(target=upload)
+    sender.start()
+    assert started.wait(10)
+    others = predict(proxy.url)  # the only worker is free: nginx holds the slow one
+    still_uploading = not done.is_set()
+    sender.join(30)
+    assert others.status_code == 200 and still_uploading
+    status, body = status_and_json(replies[0])
+    assert status == 200 and body["prediction"] in ("cat", "dog"), body
+
+
+def test_a_chunked_upload_is_buffered_and_classified(proxy: Proxy) -> None:
+    pieces = (PHOTO[i : i + 1000] for i in range(0, len(PHOTO), 1000))
+    resp = requests.post(f"{proxy.url}/predict", data=pieces, headers={"Content-Type": "image/jpeg"}, timeout=30)
+    assert resp.status_code == 200 and resp.json()["prediction"] in ("cat", "dog"), resp.text
+
+
+def test_the_proxy_refuses_exactly_what_the_api_refuses_with_the_same_json(api: Server, proxy: Proxy) -> None:
+    too_big = b"x" * (Settings.max_upload_bytes + 1)  # the API's default limit (as in settings.env), plus one
+
+    def send(url: str, body: bytes) -> requests.Response:
+        headers = {"Content-Type": "image/jpeg", "X-Request-ID": "big-1"}
+        return requests.post(f"{url}/predict", data=body, headers=headers, timeout=30)
+
+    direct, proxied = send(api.url, too_big), send(proxy.url, too_big)
+    assert direct.status_code == proxied.status_code == 413
+    assert proxied.json() == direct.json(), "nginx's 413 should read as the API's"
+    assert proxied.headers["X-Request-ID"] == "big-1"
+    # One byte less is the API's to judge: it gets through and is found not to be an image.
+    at_limit = send(proxy.url, too_big[:-1])
+    assert at_limit.status_code == 415 and at_limit.json()["error"] == "not_an_image", at_limit.text
+    assert [(a["status"], a["request_id"]) for a in proxy.own_answers()] == [(413, "big-1")]
+
+
+def test_the_proxys_own_errors_are_json(proxy: Proxy) -> None:
+    with connect(proxy.url) as sock:
+        sock.sendall(b"NOT HTTP AT ALL\r\n\r\n")
+        status, body = status_and_json(b"".join(iter(lambda: sock.recv(65536), b"")))
+    assert (status, body["error"]) == (400, "bad_request")
+    hidden = requests.get(f"{proxy.url}/.proxy/bad_request", timeout=10)  # nginx's internal page
+    assert hidden.status_code == 404 and set(hidden.json()) == {"error", "detail"}
+    assert [a["status"] for a in proxy.own_answers()] == [400, 404]
+
+
+def test_request_ids_follow_the_apis_rule_on_either_side(proxy: Proxy) -> None:
+    assert predict(proxy.url, headers={"X-Request-ID": "staff-upload-7"}).headers["X-Request-ID"] == "staff-upload-7"
+    bad_id = {"X-Request-ID": "not allowed: spaces"}
+    hidden = requests.get(f"{proxy.url}/.proxy/bad_request", headers=bad_id, timeout=10)
+    made = hidden.headers["X-Request-ID"]  # nginx answered: it applies the API's rule itself
+    assert hidden.status_code == 404 and re.fullmatch(r"[0-9a-f]{32}", made), made
+    assert [a["request_id"] for a in proxy.own_answers()] == [made]
+
+
+def test_past_64_requests_at_once_the_next_is_told_to_retry(proxy: Proxy) -> None:
+    held = []
+    try:
+        for _ in range(64):  # uploads that have begun and not finished: nginx buffers each
+            sock = connect(proxy.url)
+            sock.sendall(UPLOAD_HEAD + PHOTO[:100])
+            held.append(sock)
+        deadline = time.monotonic() + 10
+        while (busy := predict(proxy.url)).status_code == 200 and time.monotonic() < deadline:
+            time.sleep(0.1)  # nginx has yet to read every header
+        assert busy.status_code == 429 and busy.json()["error"] == "too_many_requests", busy.text
+        assert busy.headers["Retry-After"] == "2"
+    finally:
+        for sock in held:
+            sock.close()
+    deadline = time.monotonic() + 10
+    while (resp := predict(proxy.url)).status_code == 429 and time.monotonic() < deadline:
+        time.sleep(0.1)  # nginx notices the closed connections
+    assert resp.status_code == 200, resp.text
+
+
+def test_with_the_api_down_clients_get_503_json_and_retry_after(tmp_path: Path) -> None:
+    with nginx_in_front(tmp_path, free_port()) as proxy:  # nothing listens upstream
+        resp = requests.get(f"{proxy.url}/ready", timeout=10)
+    assert resp.status_code == 503 and resp.json()["error"] == "service_unavailable", resp.text
+    assert resp.headers["Retry-After"] == "5" and resp.headers["X-Request-ID"]
+
+
+def buffering_to_disk(proxy: Proxy) -> bool:
+    """Whether an nginx worker holds a body in a temporary file (unlinked at once, so seen in /proc)."""
+    workers = subprocess.run(["pgrep", "-P", str(proxy.process.pid)], capture_output=True, text=True).stdout.split()
+    for pid in workers:
+        with contextlib.suppress(FileNotFoundError):
+            for fd in Path(f"/proc/{pid}/fd").iterdir():
+                with contextlib.suppress(FileNotFoundError):
+                    if "/client_body/" in os.readlink(fd):
+                        return True
+    return False
+
+
+def test_sigquit_lets_the_upload_in_flight_finish_and_takes_no_new_ones(proxy: Proxy) -> None:
+    """The image's stop signal (SIGQUIT): what Kubernetes sends when the pod goes."""
+    body = b"x" * (1536 * 1024)  # over nginx's 1 MiB in memory: its temporary file shows it is reading
+    with connect(proxy.url) as sock:
+        sock.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\nConnection: close\r\n")
+        sock.sendall(b"Content-Length: %d\r\n\r\n" % len(body) + body[:-1000])
+        deadline = time.monotonic() + 10
+        while not buffering_to_disk(proxy):
+            assert time.monotonic() < deadline, "nginx did not start buffering the body"
+            time.sleep(0.05)
+        proxy.process.send_signal(signal.SIGQUIT)
+        while time.monotonic() < deadline:  # the listening socket closes at once
+            try:
+                connect(proxy.url).close()
+            except OSError:
+                break
+            time.sleep(0.05)
+        else:
+            pytest.fail("nginx still takes connections after SIGQUIT")
+        sock.sendall(body[-1000:])
+        status, answer = status_and_json(b"".join(iter(lambda: sock.recv(65536), b"")))
+    assert (status, answer["error"]) == (415, "not_an_image")  # the API's verdict: the body got through
+    assert proxy.process.wait(timeout=10) == 0
