@@ -90,11 +90,11 @@ EOF
 
 deploy_local() {
   echo "Deploy: no Kind cluster here (Docker engine or kind missing) → LOCAL TARGET: the service under"
-  echo "Gunicorn plus Prometheus, Alertmanager and an SMTP sink as processes on loopback."
+  echo "Gunicorn behind the pod's nginx, plus Prometheus, Alertmanager and an SMTP sink, as processes on loopback."
   make export-model  # what the image's build stage compiles; a no-op when build/model.pt2 is current
   deploy/local-stack.sh down >/dev/null
   deploy/local-stack.sh up
-  record local "http://127.0.0.1:8000"
+  record local "http://127.0.0.1:8080"  # through nginx, as Kind publishes the API
 }
 
 diagnostics() {
@@ -115,7 +115,7 @@ diagnostics() {
 
 smoke() {
   if [ "$(target)" = local ]; then
-    $PY -m app.smoke --url http://127.0.0.1:8000
+    $PY -m app.smoke --url http://127.0.0.1:8080
     return
   fi
   local port; port=$($PY -c 'from app.local_server import free_port; print(free_port())')
@@ -154,7 +154,7 @@ logs() {
 
 port_forward() {
   if [ "$(target)" = local ]; then
-    echo "local target: everything already listens on loopback (API :8000, Prometheus :9090, Alertmanager :9093)"
+    echo "local target: everything already listens on loopback (API :8080 through nginx, :8000 direct; Prometheus :9090, Alertmanager :9093)"
     return
   fi
   echo "API http://127.0.0.1:8000  Prometheus :9091  Grafana :3001  Alertmanager :9094  (Ctrl-C stops)"

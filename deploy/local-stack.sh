@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The monitoring stack as local processes on loopback: `make monitor-up` / `make monitor-down`.
-# Service :8000, Prometheus :9090, Alertmanager :9093, SMTP sink :1025 (mail kept in
-# .monitor/mail, read with `make mail`), MLflow UI :5001. Configs are rendered from
+# Service :8000 (Gunicorn) behind the pod's nginx on :8080, as Kind publishes it; Prometheus
+# :9090, Alertmanager :9093, SMTP sink :1025 (mail kept in .monitor/mail, read with
+# `make mail`), MLflow UI :5001. Configs are rendered from deploy/k8s/app/nginx.conf,
 # prometheus/ and alertmanager/ (the one source); nothing is hand-copied.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,6 +22,11 @@ start() {  # name, command...
   echo $! >"$STATE/$name.pid"
 }
 
+nginx_bin() {  # Debian puts it in /usr/sbin, which a user's PATH may lack
+  command -v nginx || { [ -x /usr/sbin/nginx ] && echo /usr/sbin/nginx; } \
+    || { echo "nginx is missing: make system-deps installs it" >&2; exit 1; }
+}
+
 wait_http() {  # name, url
   for _ in $(seq 1 120); do
     if curl -fsS -o /dev/null "$2" 2>/dev/null; then return 0; fi
@@ -36,23 +42,28 @@ up() {
     --target pet-classifier=127.0.0.1:8000 --target prometheus=127.0.0.1:9090 \
     --target alertmanager=127.0.0.1:9093 --alertmanager 127.0.0.1:9093 ${FAST:+--interval 5s}
   $BIN/python alertmanager/render_local.py --smtp 127.0.0.1:1025 --out "$STATE/alertmanager.yml" ${FAST:+--fast}
+  $BIN/python deploy/render_proxy.py --listen 127.0.0.1:8080 --upstream 127.0.0.1:8000 --out "$STATE/proxy/nginx.conf"
   start smtp $BIN/python -m aiosmtpd -n -l 127.0.0.1:1025 -c aiosmtpd.handlers.Mailbox "$STATE/mail"
   if ! running service; then
     # prometheus_client's multiprocess files must not outlive the server: a fresh one counts from 0.
     rm -rf "$STATE/prometheus-multiproc"
   fi
   start service env PORT=8000 MODEL_PACKAGE="${MODEL_PACKAGE:-build/model.pt2}" PROMETHEUS_MULTIPROC_DIR="$PWD/$STATE/prometheus-multiproc" $BIN/gunicorn -c gunicorn.conf.py
+  start proxy "$(nginx_bin)" -p "$PWD/$STATE/proxy/" -c "$PWD/$STATE/proxy/nginx.conf" -e stderr \
+    -g "$($BIN/python deploy/render_proxy.py --globals)"
   start alertmanager prometheus-alertmanager --config.file="$STATE/alertmanager.yml" \
     --storage.path="$STATE/alertmanager-data" --web.listen-address=127.0.0.1:9093 --cluster.listen-address=
   start prometheus prometheus --config.file="$STATE/prometheus.yml" --storage.tsdb.path="$STATE/prometheus-data" \
     --web.listen-address=127.0.0.1:9090 --web.enable-lifecycle
   start mlflow $BIN/mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5001
   wait_http service http://127.0.0.1:8000/ready
+  wait_http proxy http://127.0.0.1:8080/ready
   wait_http prometheus http://127.0.0.1:9090/-/ready
   wait_http alertmanager http://127.0.0.1:9093/-/ready
   cat <<EOT
 monitoring stack up (logs in $STATE/):
-  service       http://127.0.0.1:8000      (landing page, /docs, /metrics)
+  service       http://127.0.0.1:8080      (through nginx, as in the cluster: landing page, /docs)
+                http://127.0.0.1:8000      (Gunicorn itself, as Prometheus scrapes it: /metrics)
   prometheus    http://127.0.0.1:9090/alerts
   alertmanager  http://127.0.0.1:9093
   smtp sink     127.0.0.1:1025 → $STATE/mail (make mail)
@@ -62,7 +73,7 @@ EOT
 }
 
 down() {
-  for name in prometheus alertmanager service smtp mlflow; do
+  for name in prometheus alertmanager proxy service smtp mlflow; do
     if [ -f "$STATE/$name.pid" ]; then
       pid=$(cat "$STATE/$name.pid")
       if kill -0 "$pid" 2>/dev/null; then kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid"; echo "stopped $name"; fi
@@ -72,14 +83,14 @@ down() {
 }
 
 status() {
-  for name in service prometheus alertmanager smtp mlflow; do
+  for name in proxy service prometheus alertmanager smtp mlflow; do
     if running "$name"; then
       echo "$name: running (pid $(cat "$STATE/$name.pid"))"
     else
       echo "$name: not running"
     fi
   done
-  if curl -fsS http://127.0.0.1:8000/version >"$STATE/version.json" 2>/dev/null; then
+  if curl -fsS http://127.0.0.1:8080/version >"$STATE/version.json" 2>/dev/null; then
     $BIN/python -c 'import json, sys; v = json.load(open(sys.argv[1])); print("model:", v["model_version"])' "$STATE/version.json"
   fi
 }

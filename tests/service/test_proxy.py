@@ -1,5 +1,5 @@
 """The pod's nginx (deploy/k8s/app/nginx.conf), run as written with Debian's nginx in front of the
-real Gunicorn on loopback: only its two port numbers change. Gunicorn here has one worker and a
+real Gunicorn on loopback: only its two addresses change (deploy/render_proxy.py). Gunicorn here has one worker and a
 2 s upload deadline, so a slow client would hold the worker and then time out without the proxy."""
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -28,7 +29,9 @@ from tests.conftest import jpeg_bytes
 from tests.helpers import require_tool
 from tests.service.conftest import ROOT
 
-CONF = ROOT / "deploy" / "k8s" / "app" / "nginx.conf"
+sys.path.insert(0, str(ROOT / "deploy"))
+import render_proxy  # deploy/render_proxy.py: a script folder, not a package
+
 PHOTO = jpeg_bytes((200, 60, 50), size=(320, 240))
 UPLOAD_HEAD = (
     b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\nConnection: close\r\n"
@@ -42,8 +45,13 @@ class Proxy:
     process: subprocess.Popen[bytes]
     stdout: Path
 
-    def own_answers(self) -> list[dict[str, object]]:
-        """nginx's JSON access lines: one per request it answered itself."""
+    def own_answers(self, expected: int) -> list[dict[str, object]]:
+        """nginx's JSON access lines, one per request it answered itself, once ``expected`` are
+        written (nginx logs a request after its client may have read the answer) or 5 s passed."""
+        deadline = time.monotonic() + 5
+        while len(self.stdout.read_text().splitlines()) < expected and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.1)  # room for a line too many to show up
         return [json.loads(line) for line in self.stdout.read_text().splitlines()]
 
 
@@ -51,16 +59,11 @@ class Proxy:
 def nginx_in_front(tmp: Path, upstream_port: int) -> Iterator[Proxy]:
     nginx = require_tool(shutil.which("nginx") or "/usr/sbin/nginx")
     port = free_port()
-    conf = CONF.read_text()
-    conf, listens = re.subn(r"\blisten 8080;", f"listen 127.0.0.1:{port};", conf)
-    conf, servers = re.subn(r"\bserver 127\.0\.0\.1:8000;", f"server 127.0.0.1:{upstream_port};", conf)
-    assert (listens, servers) == (1, 1), "nginx.conf no longer has one listen 8080 and one upstream :8000"
     prefix = tmp / "nginx"
     prefix.mkdir()
-    (prefix / "nginx.conf").write_text(conf)
-    # As in the pod (deployment.yaml), but as root here nginx would hand its workers to 'nobody',
-    # who cannot reach pytest's private temp dir.
-    globals_ = "daemon off;" + (" user root;" if os.geteuid() == 0 else "")
+    (prefix / "nginx.conf").write_text(render_proxy.render(f"127.0.0.1:{port}", f"127.0.0.1:{upstream_port}"))
+    # As in the pod (deployment.yaml) and the local stack.
+    globals_ = render_proxy.nginx_globals()
     cmd = [nginx, "-p", f"{prefix}/", "-c", str(prefix / "nginx.conf"), "-e", "stderr", "-g", globals_]
     stdout = prefix / "stdout.log"
     with stdout.open("wb") as out, (prefix / "stderr.log").open("wb") as err:
@@ -166,7 +169,7 @@ def test_the_proxy_refuses_exactly_what_the_api_refuses_with_the_same_json(api: 
     # One byte less is the API's to judge: it gets through and is found not to be an image.
     at_limit = send(proxy.url, too_big[:-1])
     assert at_limit.status_code == 415 and at_limit.json()["error"] == "not_an_image", at_limit.text
-    assert [(a["status"], a["request_id"]) for a in proxy.own_answers()] == [(413, "big-1")]
+    assert [(a["status"], a["request_id"]) for a in proxy.own_answers(1)] == [(413, "big-1")]
 
 
 def test_the_proxys_own_errors_are_json(proxy: Proxy) -> None:
@@ -176,7 +179,7 @@ def test_the_proxys_own_errors_are_json(proxy: Proxy) -> None:
     assert (status, body["error"]) == (400, "bad_request")
     hidden = requests.get(f"{proxy.url}/.proxy/bad_request", timeout=10)  # nginx's internal page
     assert hidden.status_code == 404 and set(hidden.json()) == {"error", "detail"}
-    assert [a["status"] for a in proxy.own_answers()] == [400, 404]
+    assert [a["status"] for a in proxy.own_answers(2)] == [400, 404]
 
 
 def test_request_ids_follow_the_apis_rule_on_either_side(proxy: Proxy) -> None:
@@ -185,7 +188,7 @@ def test_request_ids_follow_the_apis_rule_on_either_side(proxy: Proxy) -> None:
     hidden = requests.get(f"{proxy.url}/.proxy/bad_request", headers=bad_id, timeout=10)
     made = hidden.headers["X-Request-ID"]  # nginx answered: it applies the API's rule itself
     assert hidden.status_code == 404 and re.fullmatch(r"[0-9a-f]{32}", made), made
-    assert [a["request_id"] for a in proxy.own_answers()] == [made]
+    assert [a["request_id"] for a in proxy.own_answers(1)] == [made]
 
 
 def test_past_64_requests_at_once_the_next_is_told_to_retry(proxy: Proxy) -> None:
