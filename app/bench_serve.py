@@ -12,7 +12,8 @@
    requests/s, p50/p95/p99, errors, RSS per worker; against raw in-process throughput
    (decode + preprocess + forward) in as many processes as the server has workers, one torch
    thread each, on the same photos the load test sends. The two alternate in slices, each
-   server slice between two raw ones, and the median of the ratios is the figure.
+   server slice between two raw ones, and the median of the ratios is the figure. Then the
+   same server directly and through the pod's nginx, in turn: what the proxy costs.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ import torch
 from PIL import Image
 
 from app.inference import Classifier
-from app.local_server import gunicorn
+from app.local_server import gunicorn, nginx_in_front
 from ml.artifact import load_release, predict_proba
 from ml.export import load_package
 from ml.images import MAX_JPEG_SCANS, ImageError, normalise, open_rgb, to_tensor
@@ -357,6 +358,7 @@ def bench_throughput(
                     raws.append(raw_rate(seconds))
             # Once the raw processes are gone: PSS splits shared pages among all who map them.
             mem = {"master": rss_kib(server.process.pid), **{f"worker {p}": rss_kib(p) for p in server.worker_pids()}}
+            behind_nginx = proxy_rounds(Path(tmp), script, server.url, workers, seconds, rounds=3)
     print(f"throughput: {workers} Gunicorn workers under wrk -c{workers} against {workers} processes x 1 thread")
     ratios = []
     for i, (got, before, after) in enumerate(zip(served, raws, raws[1:], strict=False), 1):
@@ -372,7 +374,36 @@ def bench_throughput(
         f"server / raw in-process: median {statistics.median(ratios):5.1%} over {rounds} rounds "
         f"(from {min(ratios):.1%} to {max(ratios):.1%}), {errors:.0f} errors (target ≥ 85%, 0 errors)"
     )
+    print_proxy_rounds(behind_nginx, workers)
     return statistics.median(ratios)
+
+
+def proxy_rounds(
+    tmp: Path, script: Path, url: str, workers: int, seconds: int, rounds: int
+) -> list[tuple[dict[str, float], dict[str, float]]]:
+    """The same server under wrk directly and through the pod's nginx (deploy/k8s/app/nginx.conf),
+    alternating; nginx shares the two cores with wrk and the workers, as in a pod."""
+    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    if not Path(nginx).is_file():
+        raise SystemExit("nginx is not installed: run `make system-deps`")
+    pairs = []
+    with nginx_in_front(tmp, url.removeprefix("http://"), nginx) as proxy:
+        run_wrk(script, proxy.url, workers, 3)  # warm-up
+        for _ in range(rounds):
+            pairs.append((run_wrk(script, url, workers, seconds), run_wrk(script, proxy.url, workers, seconds)))
+    return pairs
+
+
+def print_proxy_rounds(pairs: list[tuple[dict[str, float], dict[str, float]]], workers: int) -> None:
+    print(f"through the pod's nginx: the same server under wrk -c{workers}, direct and proxied in turn")
+    for i, (direct, proxied) in enumerate(pairs, 1):
+        print(
+            f"  round {i}: direct {direct['rps']:6.1f} req/s p50 {direct['p50']:.1f} p99 {direct['p99']:.1f} ms | "
+            f"nginx {proxied['rps']:6.1f} req/s p50 {proxied['p50']:.1f} p99 {proxied['p99']:.1f} ms, "
+            f"errors {proxied['errors'] + proxied['non2xx']:.0f} → {proxied['rps'] / direct['rps']:5.1%}"
+        )
+    ratio = statistics.median(proxied["rps"] / direct["rps"] for direct, proxied in pairs)
+    print(f"nginx / direct: median {ratio:5.1%} over {len(pairs)} rounds")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,10 +1,13 @@
-"""Start the real Gunicorn server on a free loopback port, bounded in time, always stopped.
+"""Start the real Gunicorn server, and the pod's nginx in front of it, on free loopback ports,
+bounded in time, always stopped.
 
-Used by `make bench-serve` and by the tests that need the real server."""
+Used by `make bench-serve`, the local stack (deploy/render_proxy.py) and the tests that need the
+real server."""
 
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -22,6 +25,8 @@ from app.gunicorn_worker import READY_MESSAGE
 ROOT = Path(__file__).resolve().parents[1]
 # Exactly what the Docker image runs (see the Dockerfile's CMD) and what `make serve` runs.
 GUNICORN_CMD = ["gunicorn", "-c", "gunicorn.conf.py"]
+# The pod's nginx (deployment.yaml's proxy container): the one source of its configuration.
+PROXY_CONF = ROOT / "deploy" / "k8s" / "app" / "nginx.conf"
 
 
 def _healthy(url: str) -> bool:
@@ -107,3 +112,57 @@ def gunicorn(
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(timeout=10)
+
+
+def proxy_conf(listen: str, upstream: str, source: Path = PROXY_CONF) -> str:
+    """The pod's nginx.conf with only the address nginx listens on and Gunicorn's changed."""
+    conf = source.read_text()
+    conf, listens = re.subn(r"^(\s*)listen 8080;", rf"\g<1>listen {listen};", conf, flags=re.MULTILINE)
+    conf, servers = re.subn(r"^(\s*)server 127\.0\.0\.1:8000;", rf"\g<1>server {upstream};", conf, flags=re.MULTILINE)
+    if (listens, servers) != (1, 1):
+        raise ValueError(f"{source} should have one 'listen 8080;' and one 'server 127.0.0.1:8000;'")
+    return conf
+
+
+def nginx_globals() -> str:
+    """nginx's -g directives: in the foreground and, as root, with workers that can reach a private
+    folder (nginx would hand them to 'nobody'). The pod runs it as a non-root user."""
+    return "daemon off;" + (" user root;" if os.geteuid() == 0 else "")
+
+
+@dataclass
+class Proxy:
+    url: str
+    process: subprocess.Popen[bytes]
+    stdout: Path  # its JSON access lines, for the requests nginx answers itself
+
+
+@contextmanager
+def nginx_in_front(tmp: Path, upstream: str, binary: str = "nginx") -> Iterator[Proxy]:
+    """The pod's nginx on a free loopback port in front of ``upstream`` (host:port), with its
+    prefix (pid file, buffered bodies) in ``tmp``/nginx, as the pod has /tmp."""
+    port = free_port()
+    prefix = tmp / "nginx"
+    prefix.mkdir()
+    (prefix / "nginx.conf").write_text(proxy_conf(f"127.0.0.1:{port}", upstream))
+    cmd = [binary, "-p", f"{prefix}/", "-c", str(prefix / "nginx.conf"), "-e", "stderr", "-g", nginx_globals()]
+    stdout, stderr = prefix / "stdout.log", prefix / "stderr.log"
+    with stdout.open("wb") as out, stderr.open("wb") as err:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=err)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"nginx exited with {proc.returncode}:\n{stderr.read_text()}")
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"nginx did not listen within 10 s:\n{stderr.read_text()}") from None
+                time.sleep(0.05)
+        yield Proxy(f"http://127.0.0.1:{port}", proc, stdout)
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            proc.wait(timeout=10)

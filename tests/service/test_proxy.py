@@ -1,6 +1,7 @@
 """The pod's nginx (deploy/k8s/app/nginx.conf), run as written with Debian's nginx in front of the
-real Gunicorn on loopback: only its two addresses change (deploy/render_proxy.py). Gunicorn here has one worker and a
-2 s upload deadline, so a slow client would hold the worker and then time out without the proxy."""
+real Gunicorn on loopback: only its two addresses change (app/local_server.proxy_conf). Gunicorn
+here has one worker and a 2 s upload deadline, so a slow client would hold the worker and then
+time out without the proxy."""
 
 from __future__ import annotations
 
@@ -12,26 +13,22 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import requests
 
-from app.local_server import Server, free_port, gunicorn
+from app import local_server
+from app.local_server import Proxy, Server, free_port, gunicorn
 from app.settings import Settings
 from tests.conftest import jpeg_bytes
 from tests.helpers import require_tool
-from tests.service.conftest import ROOT
 
-sys.path.insert(0, str(ROOT / "deploy"))
-import render_proxy  # deploy/render_proxy.py: a script folder, not a package
-
+NGINX = shutil.which("nginx") or "/usr/sbin/nginx"  # Debian's, in a folder a user's PATH may lack
 PHOTO = jpeg_bytes((200, 60, 50), size=(320, 240))
 UPLOAD_HEAD = (
     b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\nConnection: close\r\n"
@@ -39,50 +36,20 @@ UPLOAD_HEAD = (
 )
 
 
-@dataclass
-class Proxy:
-    url: str
-    process: subprocess.Popen[bytes]
-    stdout: Path
-
-    def own_answers(self, expected: int) -> list[dict[str, object]]:
-        """nginx's JSON access lines, one per request it answered itself, once ``expected`` are
-        written (nginx logs a request after its client may have read the answer) or 5 s passed."""
-        deadline = time.monotonic() + 5
-        while len(self.stdout.read_text().splitlines()) < expected and time.monotonic() < deadline:
-            time.sleep(0.05)
-        time.sleep(0.1)  # room for a line too many to show up
-        return [json.loads(line) for line in self.stdout.read_text().splitlines()]
+def own_answers(proxy: Proxy, expected: int) -> list[dict[str, object]]:
+    """nginx's JSON access lines, one per request it answered itself, once ``expected`` are
+    written (nginx logs a request after its client may have read the answer) or 5 s passed."""
+    deadline = time.monotonic() + 5
+    while len(proxy.stdout.read_text().splitlines()) < expected and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.1)  # room for a line too many to show up
+    return [json.loads(line) for line in proxy.stdout.read_text().splitlines()]
 
 
 @contextmanager
 def nginx_in_front(tmp: Path, upstream_port: int) -> Iterator[Proxy]:
-    nginx = require_tool(shutil.which("nginx") or "/usr/sbin/nginx")
-    port = free_port()
-    prefix = tmp / "nginx"
-    prefix.mkdir()
-    (prefix / "nginx.conf").write_text(render_proxy.render(f"127.0.0.1:{port}", f"127.0.0.1:{upstream_port}"))
-    # As in the pod (deployment.yaml) and the local stack.
-    globals_ = render_proxy.nginx_globals()
-    cmd = [nginx, "-p", f"{prefix}/", "-c", str(prefix / "nginx.conf"), "-e", "stderr", "-g", globals_]
-    stdout = prefix / "stdout.log"
-    with stdout.open("wb") as out, (prefix / "stderr.log").open("wb") as err:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=err)
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            assert proc.poll() is None, (prefix / "stderr.log").read_text()
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                assert time.monotonic() < deadline, "nginx did not listen within 10 s"
-                time.sleep(0.05)
-        yield Proxy(f"http://127.0.0.1:{port}", proc, stdout)
-    finally:
-        if proc.poll() is None:
-            proc.terminate()
-            proc.wait(timeout=10)
+    with local_server.nginx_in_front(tmp, f"127.0.0.1:{upstream_port}", require_tool(NGINX)) as proxy:
+        yield proxy
 
 
 @pytest.fixture(scope="module")
@@ -169,7 +136,7 @@ def test_the_proxy_refuses_exactly_what_the_api_refuses_with_the_same_json(api: 
     # One byte less is the API's to judge: it gets through and is found not to be an image.
     at_limit = send(proxy.url, too_big[:-1])
     assert at_limit.status_code == 415 and at_limit.json()["error"] == "not_an_image", at_limit.text
-    assert [(a["status"], a["request_id"]) for a in proxy.own_answers(1)] == [(413, "big-1")]
+    assert [(a["status"], a["request_id"]) for a in own_answers(proxy, 1)] == [(413, "big-1")]
 
 
 def test_the_proxys_own_errors_are_json(proxy: Proxy) -> None:
@@ -179,7 +146,7 @@ def test_the_proxys_own_errors_are_json(proxy: Proxy) -> None:
     assert (status, body["error"]) == (400, "bad_request")
     hidden = requests.get(f"{proxy.url}/.proxy/bad_request", timeout=10)  # nginx's internal page
     assert hidden.status_code == 404 and set(hidden.json()) == {"error", "detail"}
-    assert [a["status"] for a in proxy.own_answers(2)] == [400, 404]
+    assert [a["status"] for a in own_answers(proxy, 2)] == [400, 404]
 
 
 def test_request_ids_follow_the_apis_rule_on_either_side(proxy: Proxy) -> None:
@@ -188,7 +155,7 @@ def test_request_ids_follow_the_apis_rule_on_either_side(proxy: Proxy) -> None:
     hidden = requests.get(f"{proxy.url}/.proxy/bad_request", headers=bad_id, timeout=10)
     made = hidden.headers["X-Request-ID"]  # nginx answered: it applies the API's rule itself
     assert hidden.status_code == 404 and re.fullmatch(r"[0-9a-f]{32}", made), made
-    assert [a["request_id"] for a in proxy.own_answers(1)] == [made]
+    assert [a["request_id"] for a in own_answers(proxy, 1)] == [made]
 
 
 def test_past_64_requests_at_once_the_next_is_told_to_retry(proxy: Proxy) -> None:
@@ -254,3 +221,12 @@ def test_sigquit_lets_the_upload_in_flight_finish_and_takes_no_new_ones(proxy: P
         status, answer = status_and_json(b"".join(iter(lambda: sock.recv(65536), b"")))
     assert (status, answer["error"]) == (415, "not_an_image")  # the API's verdict: the body got through
     assert proxy.process.wait(timeout=10) == 0
+
+
+def test_a_config_whose_ports_moved_is_refused_rather_than_run_half_changed(tmp_path: Path) -> None:
+    moved = tmp_path / "nginx.conf"
+    moved.write_text(local_server.PROXY_CONF.read_text().replace("listen 8080;", "listen 9090;"))
+    with pytest.raises(ValueError, match="one 'listen 8080;'"):
+        local_server.proxy_conf("127.0.0.1:1", "127.0.0.1:2", source=moved)
+    conf = local_server.proxy_conf("127.0.0.1:1", "127.0.0.1:2")
+    assert "listen 127.0.0.1:1;" in conf and "server 127.0.0.1:2;" in conf
