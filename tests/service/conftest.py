@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -16,6 +17,16 @@ from app import create_app
 
 ROOT = Path(__file__).resolve().parents[2]
 RELEASE = ROOT / "models"
+
+
+def schema_for(spec: dict[str, Any], path: str, method: str, status: int) -> dict[str, Any]:
+    """The JSON schema the OpenAPI document gives for one response."""
+    response = spec["paths"][path][method]["responses"][str(status)]
+    if "$ref" in response:
+        response = spec["components"]["responses"][response["$ref"].rsplit("/", 1)[1]]
+    schema = response["content"]["application/json"]["schema"]
+    # Resolve "#/components/..." against the document itself.
+    return {**schema, "components": spec["components"]}
 
 
 def metric_sum(url: str, name: str) -> float:

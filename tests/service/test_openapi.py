@@ -11,15 +11,7 @@ from jsonschema import Draft4Validator
 from openapi_spec_validator import validate
 
 from tests.conftest import jpeg_bytes
-
-
-def schema_for(spec: dict[str, Any], path: str, method: str, status: int) -> dict[str, Any]:
-    response = spec["paths"][path][method]["responses"][str(status)]
-    if "$ref" in response:
-        response = spec["components"]["responses"][response["$ref"].rsplit("/", 1)[1]]
-    schema = response["content"]["application/json"]["schema"]
-    # Resolve "#/components/..." against the document itself.
-    return {**schema, "components": spec["components"]}
+from tests.service.conftest import schema_for
 
 
 def check(spec: dict[str, Any], path: str, method: str, resp: Any) -> None:

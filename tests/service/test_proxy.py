@@ -21,12 +21,15 @@ from pathlib import Path
 
 import pytest
 import requests
+import yaml
+from jsonschema import Draft4Validator
 
 from app import local_server
 from app.local_server import Proxy, Server, free_port, gunicorn
 from app.settings import Settings
 from tests.conftest import jpeg_bytes
 from tests.helpers import require_tool
+from tests.service.conftest import ROOT, schema_for
 
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"  # Debian's, in a folder a user's PATH may lack
 PHOTO = jpeg_bytes((200, 60, 50), size=(320, 240))
@@ -34,6 +37,12 @@ UPLOAD_HEAD = (
     b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\nConnection: close\r\n"
     b"Content-Length: %d\r\n\r\n" % len(PHOTO)
 )
+
+
+def assert_documented(path: str, method: str, status: int, body: object) -> None:
+    """An answer of nginx's is one the API's OpenAPI document promises clients."""
+    spec = yaml.safe_load((ROOT / "app" / "openapi.yaml").read_text())
+    Draft4Validator(schema_for(spec, path, method, status)).validate(body)
 
 
 def own_answers(proxy: Proxy, expected: int) -> list[dict[str, object]]:
@@ -132,6 +141,7 @@ def test_the_proxy_refuses_exactly_what_the_api_refuses_with_the_same_json(api: 
     direct, proxied = send(api.url, too_big), send(proxy.url, too_big)
     assert direct.status_code == proxied.status_code == 413
     assert proxied.json() == direct.json(), "nginx's 413 should read as the API's"
+    assert_documented("/predict", "post", 413, proxied.json())
     assert proxied.headers["X-Request-ID"] == "big-1"
     # One byte less is the API's to judge: it gets through and is found not to be an image.
     at_limit = send(proxy.url, too_big[:-1])
@@ -170,6 +180,7 @@ def test_past_64_requests_at_once_the_next_is_told_to_retry(proxy: Proxy) -> Non
             time.sleep(0.1)  # nginx has yet to read every header
         assert busy.status_code == 429 and busy.json()["error"] == "too_many_requests", busy.text
         assert busy.headers["Retry-After"] == "2"
+        assert_documented("/predict", "post", 429, busy.json())
     finally:
         for sock in held:
             sock.close()
@@ -181,8 +192,9 @@ def test_past_64_requests_at_once_the_next_is_told_to_retry(proxy: Proxy) -> Non
 
 def test_with_the_api_down_clients_get_503_json_and_retry_after(tmp_path: Path) -> None:
     with nginx_in_front(tmp_path, free_port()) as proxy:  # nothing listens upstream
-        resp = requests.get(f"{proxy.url}/ready", timeout=10)
+        resp = requests.post(f"{proxy.url}/predict", files={"file": ("p.jpg", PHOTO)}, timeout=10)
     assert resp.status_code == 503 and resp.json()["error"] == "service_unavailable", resp.text
+    assert_documented("/predict", "post", 503, resp.json())
     assert resp.headers["Retry-After"] == "5" and resp.headers["X-Request-ID"]
 
 
