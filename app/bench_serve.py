@@ -41,7 +41,7 @@ import torch
 from PIL import Image
 
 from app.inference import Classifier
-from app.local_server import gunicorn, nginx_in_front
+from app.local_server import gunicorn, nginx_binary, nginx_in_front
 from ml.artifact import load_release, predict_proba
 from ml.export import load_package
 from ml.images import MAX_JPEG_SCANS, ImageError, normalise, open_rgb, to_tensor
@@ -332,9 +332,11 @@ def bench_throughput(
     """The real server under wrk against raw in-process throughput, in alternating slices
     (raw, server, raw, server, ..., raw), both kept running, so that the drift of a shared
     machine falls on both alike; each server slice is compared with the raw slices either
-    side of it. Prints latency, errors and memory; returns the median ratio."""
-    if not shutil.which("wrk"):
-        raise SystemExit("wrk is not installed: run `make system-deps`")
+    side of it. Prints latency, errors and memory; then, on the same server, what the pod's
+    nginx costs (proxy_rounds). Returns the median ratio."""
+    nginx = nginx_binary()
+    if not shutil.which("wrk") or nginx is None:
+        raise SystemExit("wrk or nginx is not installed: run `make system-deps`")
     photos = [p.read_bytes() for p in files]
     ctx = mp.get_context("spawn")
     start_args = (str(model_dir), str(package), photos, ctx.Barrier(workers))
@@ -358,7 +360,7 @@ def bench_throughput(
                     raws.append(raw_rate(seconds))
             # Once the raw processes are gone: PSS splits shared pages among all who map them.
             mem = {"master": rss_kib(server.process.pid), **{f"worker {p}": rss_kib(p) for p in server.worker_pids()}}
-            behind_nginx = proxy_rounds(Path(tmp), script, server.url, workers, seconds, rounds=3)
+            behind_nginx = proxy_rounds(nginx, Path(tmp), script, server.url, workers, seconds, rounds=3)
     print(f"throughput: {workers} Gunicorn workers under wrk -c{workers} against {workers} processes x 1 thread")
     ratios = []
     for i, (got, before, after) in enumerate(zip(served, raws, raws[1:], strict=False), 1):
@@ -379,13 +381,10 @@ def bench_throughput(
 
 
 def proxy_rounds(
-    tmp: Path, script: Path, url: str, workers: int, seconds: int, rounds: int
+    nginx: str, tmp: Path, script: Path, url: str, workers: int, seconds: int, rounds: int
 ) -> list[tuple[dict[str, float], dict[str, float]]]:
     """The same server under wrk directly and through the pod's nginx (deploy/k8s/app/nginx.conf),
     alternating; nginx shares the two cores with wrk and the workers, as in a pod."""
-    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
-    if not Path(nginx).is_file():
-        raise SystemExit("nginx is not installed: run `make system-deps`")
     pairs = []
     with nginx_in_front(tmp, url.removeprefix("http://"), nginx) as proxy:
         run_wrk(script, proxy.url, workers, 3)  # warm-up

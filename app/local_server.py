@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +35,28 @@ def _healthy(url: str) -> bool:
         return requests.get(f"{url}/health", timeout=2).status_code == 200
     except requests.ConnectionError:
         return False
+
+
+def _listening(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        return True
+    except OSError:
+        return False
+
+
+def _wait_until(
+    ready: Callable[[], bool], proc: subprocess.Popen[bytes], timeout: float, what: str, log: Callable[[], str]
+) -> None:
+    """Poll ``ready`` until it holds; a RuntimeError with the end of ``log`` if ``proc`` exits
+    first or ``timeout`` seconds pass."""
+    deadline = time.monotonic() + timeout
+    while not ready():
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what}: the process exited with {proc.returncode}:\n{log()}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{what}: not ready within {timeout:g} s:\n{log()}")
+        time.sleep(0.1)
 
 
 def free_port() -> int:
@@ -91,18 +114,13 @@ def gunicorn(
         )
     server = Server(f"http://127.0.0.1:{port}", proc, log)
     try:
-        deadline = time.monotonic() + ready_timeout
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"gunicorn exited with {proc.returncode}:\n" + "\n".join(server.log_lines()[-30:]))
-            if server.ready_workers() >= workers and _healthy(server.url):
-                break
-            if time.monotonic() > deadline:
-                raise RuntimeError(
-                    f"gunicorn did not start {workers} workers that answer /health in time:\n"
-                    + "\n".join(server.log_lines()[-30:])
-                )
-            time.sleep(0.2)
+        _wait_until(
+            lambda: server.ready_workers() >= workers and _healthy(server.url),
+            proc,
+            ready_timeout,
+            f"gunicorn with {workers} workers that answer /health",
+            lambda: "\n".join(server.log_lines()[-30:]),
+        )
         yield server
     finally:
         if proc.poll() is None:
@@ -122,6 +140,11 @@ def proxy_conf(listen: str, upstream: str, source: Path = PROXY_CONF) -> str:
     if (listens, servers) != (1, 1):
         raise ValueError(f"{source} should have one 'listen 8080;' and one 'server 127.0.0.1:8000;'")
     return conf
+
+
+def nginx_binary() -> str | None:
+    """Debian's nginx, which lives in /usr/sbin, a folder a user's PATH may lack."""
+    return shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.isfile("/usr/sbin/nginx") else None)
 
 
 def nginx_globals() -> str:
@@ -150,17 +173,7 @@ def nginx_in_front(tmp: Path, upstream: str, binary: str = "nginx") -> Iterator[
     with stdout.open("wb") as out, stderr.open("wb") as err:
         proc = subprocess.Popen(cmd, stdout=out, stderr=err)
     try:
-        deadline = time.monotonic() + 10
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"nginx exited with {proc.returncode}:\n{stderr.read_text()}")
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"nginx did not listen within 10 s:\n{stderr.read_text()}") from None
-                time.sleep(0.05)
+        _wait_until(lambda: _listening(port), proc, 10, "nginx listening", stderr.read_text)
         yield Proxy(f"http://127.0.0.1:{port}", proc, stdout)
     finally:
         if proc.poll() is None:

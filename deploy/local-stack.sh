@@ -22,11 +22,6 @@ start() {  # name, command...
   echo $! >"$STATE/$name.pid"
 }
 
-nginx_bin() {  # Debian puts it in /usr/sbin, which a user's PATH may lack
-  command -v nginx || { [ -x /usr/sbin/nginx ] && echo /usr/sbin/nginx; } \
-    || { echo "nginx is missing: make system-deps installs it" >&2; exit 1; }
-}
-
 wait_http() {  # name, url
   for _ in $(seq 1 120); do
     if curl -fsS -o /dev/null "$2" 2>/dev/null; then return 0; fi
@@ -49,7 +44,10 @@ up() {
     rm -rf "$STATE/prometheus-multiproc"
   fi
   start service env PORT=8000 MODEL_PACKAGE="${MODEL_PACKAGE:-build/model.pt2}" PROMETHEUS_MULTIPROC_DIR="$PWD/$STATE/prometheus-multiproc" $BIN/gunicorn -c gunicorn.conf.py
-  start proxy "$(nginx_bin)" -p "$PWD/$STATE/proxy/" -c "$PWD/$STATE/proxy/nginx.conf" -e stderr \
+  local nginx
+  nginx=$($BIN/python -c 'from app.local_server import nginx_binary; print(nginx_binary() or "")')
+  [ -n "$nginx" ] || { echo "nginx is missing: make system-deps installs it" >&2; exit 1; }
+  start proxy "$nginx" -p "$PWD/$STATE/proxy/" -c "$PWD/$STATE/proxy/nginx.conf" -e stderr \
     -g "$($BIN/python deploy/render_proxy.py --globals)"
   start alertmanager prometheus-alertmanager --config.file="$STATE/alertmanager.yml" \
     --storage.path="$STATE/alertmanager-data" --web.listen-address=127.0.0.1:9093 --cluster.listen-address=
