@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import io
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -27,6 +28,12 @@ def schema_for(spec: dict[str, Any], path: str, method: str, status: int) -> dic
     schema = response["content"]["application/json"]["schema"]
     # Resolve "#/components/..." against the document itself.
     return {**schema, "components": spec["components"]}
+
+
+def connect(url: str, timeout: float = 30) -> socket.socket:
+    """A raw TCP connection to the server at ``url``, for clients requests cannot play."""
+    host, port = url.removeprefix("http://").split(":")
+    return socket.create_connection((host, int(port)), timeout=timeout)
 
 
 def metric_sum(url: str, name: str) -> float:

@@ -16,7 +16,7 @@ import requests
 from app import local_server
 from app.local_server import Server, gunicorn
 from tests.conftest import jpeg_bytes
-from tests.service.conftest import ROOT, metric_sum, run_python
+from tests.service.conftest import ROOT, connect, metric_sum, run_python
 
 N = 24
 
@@ -139,7 +139,6 @@ def test_a_stalled_upload_gets_408_and_the_worker_lives_on(tiny_model: Path, tmp
     }
     with gunicorn(tmp_path, tiny_model, workers=1, extra_env=env) as server:
         worker = server.worker_pids()
-        host, port = server.url.removeprefix("http://").split(":")
         boundary = "stall"
         part = f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="p.jpg"\r\n\r\n'
         stalls = [
@@ -149,13 +148,13 @@ def test_a_stalled_upload_gets_408_and_the_worker_lives_on(tiny_model: Path, tmp
             ("image/jpeg", "Transfer-Encoding: chunked", b"fa0\r\n" + b"\xff" * 4000 + b"\r\n"),
         ]
         for content_type, length, sent in stalls:
-            with socket.create_connection((host, int(port)), timeout=10) as sock:
+            with connect(server.url, timeout=10) as sock:
                 head = f"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: {content_type}\r\n{length}\r\n\r\n"
                 sock.sendall(head.encode() + sent)
                 reply = b"".join(iter(lambda: sock.recv(65536), b"")).decode()  # and it sends no more
             assert reply.startswith("HTTP/1.1 408"), reply
             assert json.loads(reply.split("\r\n\r\n", 1)[1])["error"] == "upload_timeout"
-        with socket.create_connection((host, int(port)), timeout=10) as sock:
+        with connect(server.url, timeout=10) as sock:
             sock.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\n")  # and the headers never end
             assert b"".join(iter(lambda: sock.recv(65536), b"")) == b""  # closed, no HTML 500
         assert_the_worker_shrugged_it_off(server, worker)
@@ -164,9 +163,8 @@ def test_a_stalled_upload_gets_408_and_the_worker_lives_on(tiny_model: Path, tmp
 def trickle(url: str, head: bytes, seconds: float = 12) -> bytes:
     """Send ``head``, then a byte every 0.3 s (never silent for long) until the server answers or
     closes; what it sent back."""
-    host, port = url.removeprefix("http://").split(":")
     reply, give_up = b"", time.monotonic() + seconds
-    with socket.create_connection((host, int(port)), timeout=10) as sock:
+    with connect(url, timeout=10) as sock:
         sock.sendall(head)
         sock.settimeout(0.3)
         while time.monotonic() < give_up:

@@ -6,18 +6,18 @@ time out without the proxy."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import re
-import shutil
 import signal
-import socket
 import subprocess
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -29,9 +29,8 @@ from app.local_server import Proxy, Server, free_port, gunicorn
 from app.settings import Settings
 from tests.conftest import jpeg_bytes
 from tests.helpers import require_tool
-from tests.service.conftest import ROOT, schema_for
+from tests.service.conftest import ROOT, connect, schema_for
 
-NGINX = shutil.which("nginx") or "/usr/sbin/nginx"  # Debian's, in a folder a user's PATH may lack
 PHOTO = jpeg_bytes((200, 60, 50), size=(320, 240))
 UPLOAD_HEAD = (
     b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\nConnection: close\r\n"
@@ -39,10 +38,14 @@ UPLOAD_HEAD = (
 )
 
 
+@functools.cache
+def openapi() -> dict[str, Any]:
+    return yaml.safe_load((ROOT / "app" / "openapi.yaml").read_text())  # type: ignore[no-any-return]
+
+
 def assert_documented(path: str, method: str, status: int, body: object) -> None:
     """An answer of nginx's is one the API's OpenAPI document promises clients."""
-    spec = yaml.safe_load((ROOT / "app" / "openapi.yaml").read_text())
-    Draft4Validator(schema_for(spec, path, method, status)).validate(body)
+    Draft4Validator(schema_for(openapi(), path, method, status)).validate(body)
 
 
 def own_answers(proxy: Proxy, expected: int) -> list[dict[str, object]]:
@@ -57,7 +60,8 @@ def own_answers(proxy: Proxy, expected: int) -> list[dict[str, object]]:
 
 @contextmanager
 def nginx_in_front(tmp: Path, upstream_port: int) -> Iterator[Proxy]:
-    with local_server.nginx_in_front(tmp, f"127.0.0.1:{upstream_port}", require_tool(NGINX)) as proxy:
+    nginx = require_tool(local_server.nginx_binary() or "nginx")
+    with local_server.nginx_in_front(tmp, f"127.0.0.1:{upstream_port}", nginx) as proxy:
         yield proxy
 
 
@@ -72,11 +76,6 @@ def api(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
 def proxy(api: Server, tmp_path: Path) -> Iterator[Proxy]:
     with nginx_in_front(tmp_path, int(api.url.rsplit(":", 1)[1])) as p:
         yield p
-
-
-def connect(url: str) -> socket.socket:
-    host, port = url.removeprefix("http://").split(":")
-    return socket.create_connection((host, int(port)), timeout=30)
 
 
 def slow_upload(url: str, seconds: float, started: threading.Event | None = None) -> bytes:
