@@ -18,8 +18,8 @@ PORT ?= 8000
 MODEL_PACKAGE := build/model.pt2
 # Binaries the tests drive for real (Debian packages): a browser and its driver, a load generator,
 # Prometheus and Alertmanager (promtool, amtool).
-APT_PACKAGES := chromium chromium-driver wrk prometheus prometheus-alertmanager nginx
-APT_BINARIES := chromium chromedriver wrk promtool amtool nginx
+APT_PACKAGES := chromium chromium-driver wrk prometheus prometheus-alertmanager nginx prometheus-nginx-exporter
+APT_BINARIES := chromium chromedriver wrk promtool amtool nginx prometheus-nginx-exporter
 
 # Build parameters (Jenkins passes its build buttons as these; 1/true and 0/false both work).
 SKIP_TRAINING ?= 0
@@ -42,7 +42,7 @@ $(STAMP): requirements.txt requirements-serve.txt requirements-dev.txt pyproject
 
 setup: $(STAMP) ## Create .venv and install pinned dependencies (idempotent)
 
-system-deps: ## Install the Debian packages tests drive (chromium, wrk, prometheus, alertmanager, nginx) if missing
+system-deps: ## Install the Debian packages tests drive (chromium, wrk, prometheus, alertmanager, nginx and its exporter) if missing
 	@missing=$$(for b in $(APT_BINARIES); do command -v $$b >/dev/null || echo $$b; done); \
 	if [ -z "$$missing" ]; then exit 0; fi; \
 	if [ "$$(id -u)" != 0 ] && [ "$${CI:-}" != true ]; then \

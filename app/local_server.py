@@ -132,13 +132,23 @@ def gunicorn(
                 proc.wait(timeout=10)
 
 
-def proxy_conf(listen: str, upstream: str, source: Path = PROXY_CONF) -> str:
-    """The pod's nginx.conf with only the address nginx listens on and Gunicorn's changed."""
+# The three addresses in nginx.conf that differ on loopback, as the pod has them.
+_POD_ADDRESSES = {
+    "listen": "listen 8080;",  # the public port
+    "upstream": "server 127.0.0.1:8000;",  # Gunicorn
+    "status": "listen 127.0.0.1:8081;",  # stub_status, for the exporter
+}
+
+
+def proxy_conf(listen: str, upstream: str, status: str, source: Path = PROXY_CONF) -> str:
+    """The pod's nginx.conf with only its three addresses changed: where nginx listens, where
+    Gunicorn is, and where nginx serves its counters (stub_status)."""
     conf = source.read_text()
-    conf, listens = re.subn(r"^(\s*)listen 8080;", rf"\g<1>listen {listen};", conf, flags=re.MULTILINE)
-    conf, servers = re.subn(r"^(\s*)server 127\.0\.0\.1:8000;", rf"\g<1>server {upstream};", conf, flags=re.MULTILINE)
-    if (listens, servers) != (1, 1):
-        raise ValueError(f"{source} should have one 'listen 8080;' and one 'server 127.0.0.1:8000;'")
+    local = {"listen": f"listen {listen};", "upstream": f"server {upstream};", "status": f"listen {status};"}
+    for key, pod in _POD_ADDRESSES.items():
+        conf, found = re.subn(rf"^(\s*){re.escape(pod)}", rf"\g<1>{local[key]}", conf, flags=re.MULTILINE)
+        if found != 1:
+            raise ValueError(f"{source} should have one '{pod}' ({key}), not {found}")
     return conf
 
 
@@ -158,23 +168,24 @@ class Proxy:
     url: str
     process: subprocess.Popen[bytes]
     stdout: Path  # its JSON access lines, for the requests nginx answers itself
+    status_url: str  # stub_status, what the pod's exporter reads
 
 
 @contextmanager
 def nginx_in_front(tmp: Path, upstream: str, binary: str = "nginx") -> Iterator[Proxy]:
     """The pod's nginx on a free loopback port in front of ``upstream`` (host:port), with its
     prefix (pid file, buffered bodies) in ``tmp``/nginx, as the pod has /tmp."""
-    port = free_port()
+    port, status = free_port(), free_port()
     prefix = tmp / "nginx"
     prefix.mkdir()
-    (prefix / "nginx.conf").write_text(proxy_conf(f"127.0.0.1:{port}", upstream))
+    (prefix / "nginx.conf").write_text(proxy_conf(f"127.0.0.1:{port}", upstream, f"127.0.0.1:{status}"))
     cmd = [binary, "-p", f"{prefix}/", "-c", str(prefix / "nginx.conf"), "-e", "stderr", "-g", nginx_globals()]
     stdout, stderr = prefix / "stdout.log", prefix / "stderr.log"
     with stdout.open("wb") as out, stderr.open("wb") as err:
         proc = subprocess.Popen(cmd, stdout=out, stderr=err)
     try:
         _wait_until(lambda: _listening(port), proc, 10, "nginx listening", stderr.read_text)
-        yield Proxy(f"http://127.0.0.1:{port}", proc, stdout)
+        yield Proxy(f"http://127.0.0.1:{port}", proc, stdout, f"http://127.0.0.1:{status}/stub_status")
     finally:
         if proc.poll() is None:
             proc.terminate()

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The monitoring stack as local processes on loopback: `make monitor-up` / `make monitor-down`.
-# Service :8000 (Gunicorn) behind the pod's nginx on :8080, as Kind publishes it; Prometheus
-# :9090, Alertmanager :9093, SMTP sink :1025 (mail kept in .monitor/mail, read with
+# Service :8000 (Gunicorn) behind the pod's nginx on :8080, as Kind publishes it, and nginx's
+# exporter on :9113 (reading stub_status on :8081), as in the pod; Prometheus :9090, Alertmanager :9093, SMTP sink :1025 (mail kept in .monitor/mail, read with
 # `make mail`), MLflow UI :5001. Configs are rendered from deploy/k8s/app/nginx.conf,
 # prometheus/ and alertmanager/ (the one source); nothing is hand-copied.
 set -euo pipefail
@@ -34,10 +34,12 @@ wait_http() {  # name, url
 up() {
   mkdir -p "$STATE/mail/new" "$STATE/mail/cur" "$STATE/mail/tmp" "$STATE/prometheus-data" "$STATE/alertmanager-data"
   $BIN/python prometheus/render_local.py --out "$STATE/prometheus.yml" \
-    --target pet-classifier=127.0.0.1:8000 --target prometheus=127.0.0.1:9090 \
+    --target pet-classifier=127.0.0.1:8000 --target pet-classifier-proxy=127.0.0.1:9113 \
+    --target prometheus=127.0.0.1:9090 \
     --target alertmanager=127.0.0.1:9093 --alertmanager 127.0.0.1:9093 ${FAST:+--interval 5s}
   $BIN/python alertmanager/render_local.py --smtp 127.0.0.1:1025 --out "$STATE/alertmanager.yml" ${FAST:+--fast}
-  $BIN/python deploy/render_proxy.py --listen 127.0.0.1:8080 --upstream 127.0.0.1:8000 --out "$STATE/proxy/nginx.conf"
+  $BIN/python deploy/render_proxy.py --listen 127.0.0.1:8080 --upstream 127.0.0.1:8000 --status 127.0.0.1:8081 \
+    --out "$STATE/proxy/nginx.conf"
   start smtp $BIN/python -m aiosmtpd -n -l 127.0.0.1:1025 -c aiosmtpd.handlers.Mailbox "$STATE/mail"
   if ! running service; then
     # prometheus_client's multiprocess files must not outlive the server: a fresh one counts from 0.
@@ -56,12 +58,17 @@ up() {
   start mlflow $BIN/mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5001
   wait_http service http://127.0.0.1:8000/ready
   wait_http proxy http://127.0.0.1:8080/ready
+  # Debian's exporter (0.11) gives up at start if nginx does not answer yet; the pod's (1.x) waits.
+  start proxy-metrics prometheus-nginx-exporter --nginx.scrape-uri=http://127.0.0.1:8081/stub_status \
+    --web.listen-address=127.0.0.1:9113
+  wait_http proxy-metrics http://127.0.0.1:9113/metrics
   wait_http prometheus http://127.0.0.1:9090/-/ready
   wait_http alertmanager http://127.0.0.1:9093/-/ready
   cat <<EOT
 monitoring stack up (logs in $STATE/):
   service       http://127.0.0.1:8080      (through nginx, as in the cluster: landing page, /docs)
                 http://127.0.0.1:8000      (Gunicorn itself, as Prometheus scrapes it: /metrics)
+                http://127.0.0.1:9113      (nginx's counters: /metrics)
   prometheus    http://127.0.0.1:9090/alerts
   alertmanager  http://127.0.0.1:9093
   smtp sink     127.0.0.1:1025 → $STATE/mail (make mail)
@@ -71,7 +78,7 @@ EOT
 }
 
 down() {
-  for name in prometheus alertmanager proxy service smtp mlflow; do
+  for name in prometheus alertmanager proxy-metrics proxy service smtp mlflow; do
     if [ -f "$STATE/$name.pid" ]; then
       pid=$(cat "$STATE/$name.pid")
       if kill -0 "$pid" 2>/dev/null; then kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid"; echo "stopped $name"; fi
@@ -81,7 +88,7 @@ down() {
 }
 
 status() {
-  for name in proxy service prometheus alertmanager smtp mlflow; do
+  for name in proxy proxy-metrics service prometheus alertmanager smtp mlflow; do
     if running "$name"; then
       echo "$name: running (pid $(cat "$STATE/$name.pid"))"
     else

@@ -80,7 +80,7 @@ def test_the_api_deployment(docs: list[Doc]) -> None:
     assert dep["spec"]["replicas"] == 2
     assert dep["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
     pod = dep["spec"]["template"]["spec"]
-    assert [c["name"] for c in pod["containers"]] == ["api", "proxy"]  # api first: kubectl exec's default
+    assert [c["name"] for c in pod["containers"]] == ["api", "proxy", "proxy-metrics"]  # api first: exec's default
     api = container(dep, "api")
     assert api["image"].startswith("ghcr.io/") and api["image"].rsplit(":", 1)[1] not in {"", "latest"}
     assert api["readinessProbe"]["httpGet"]["path"] == "/ready"
@@ -98,7 +98,7 @@ def test_termination_grace_covers_prestop_and_gunicorn_drain(docs: list[Doc]) ->
     graceful = int(configmap_by_prefix(docs, "pet-classifier-config")["data"]["GRACEFUL_TIMEOUT"])
     nginx_drain = re.search(r"^worker_shutdown_timeout (\d+)s;", NGINX_CONF.read_text(), re.MULTILINE)
     assert nginx_drain and int(nginx_drain[1]) <= graceful  # the proxy drains no longer than Gunicorn
-    for c in pod["containers"]:
+    for c in (container(dep, "api"), container(dep, "proxy")):  # the two that answer clients
         pre_stop = c["lifecycle"]["preStop"]["exec"]["command"]
         assert pre_stop[0] == "sleep", c["name"]
         assert pod["terminationGracePeriodSeconds"] >= int(pre_stop[1]) + graceful, c["name"]
@@ -146,6 +146,25 @@ def test_the_pods_nginx_fronts_gunicorn_with_the_apis_limits(docs: list[Doc]) ->
     assert f"request bodies are limited to {limit} bytes" in conf  # nginx's 413, worded as the API's
 
 
+def test_the_exporter_reads_the_status_page_nginx_serves_on_the_pods_loopback(docs: list[Doc]) -> None:
+    """proxy-metrics scrapes the stub_status that nginx.conf serves (tests/service/test_proxy.py
+    runs both), and Prometheus scrapes the exporter through the headless Service."""
+    dep = find(docs, "Deployment", "pet-classifier")
+    exporter = container(dep, "proxy-metrics")
+    args = dict(a.removeprefix("--").split("=", 1) for a in exporter["args"])
+    status = re.search(r"listen (127\.0\.0\.1:\d+);[^}]*?location = (/\S+) \{\s*stub_status;", NGINX_CONF.read_text())
+    assert status and args["nginx.scrape-uri"] == f"http://{status[1]}{status[2]}"
+    (port,) = exporter["ports"]
+    assert args["web.listen-address"] == f":{port['containerPort']}"
+    headless = find(docs, "Service", "pet-classifier-headless")["spec"]["ports"]
+    scraped = {"name": "proxy-metrics", "port": port["containerPort"], "targetPort": port["name"], "protocol": "TCP"}
+    assert scraped in headless
+    prom = yaml.safe_load((ROOT / "prometheus" / "prometheus.yml").read_text())
+    (job,) = [j for j in prom["scrape_configs"] if j["job_name"] == "pet-classifier-proxy"]
+    (sd,) = job["dns_sd_configs"]
+    assert sd["names"] == ["pet-classifier-headless.mlops.svc.cluster.local"] and sd["port"] == port["containerPort"]
+
+
 def test_every_container_has_resources_probes_and_a_locked_down_security_context(docs: list[Doc]) -> None:
     seen = 0
     for w in workloads(docs):
@@ -165,7 +184,7 @@ def test_every_container_has_resources_probes_and_a_locked_down_security_context
             assert sc["capabilities"]["drop"] == ["ALL"] and not sc["capabilities"].get("add"), where
             assert not sc.get("privileged"), where
             assert c["image"].split(":")[-1] not in {"latest", c["image"]}, f"{where}: unpinned image"
-    assert seen == 8
+    assert seen == 9
 
 
 def test_service_selectors_and_target_ports_match_pods(docs: list[Doc]) -> None:
@@ -207,7 +226,7 @@ def test_hpa_pdb_and_network_policy_target_the_api(docs: list[Doc]) -> None:
     public, scrape = netpol["spec"]["ingress"]
     assert "from" not in public and [p["port"] for p in public["ports"]] == [8080]  # the proxy
     assert scrape["from"] == [{"podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}}}]
-    assert [p["port"] for p in scrape["ports"]] == [8000]  # Gunicorn, for /metrics
+    assert [p["port"] for p in scrape["ports"]] == [8000, 9113]  # Gunicorn's /metrics, nginx's exporter
 
 
 def test_metrics_server_is_set_up_for_kind(docs: list[Doc]) -> None:

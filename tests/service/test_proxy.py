@@ -1,5 +1,5 @@
 """The pod's nginx (deploy/k8s/app/nginx.conf), run as written with Debian's nginx in front of the
-real Gunicorn on loopback: only its two addresses change (app/local_server.proxy_conf). Gunicorn
+real Gunicorn on loopback: only its addresses change (app/local_server.proxy_conf). Gunicorn
 here has one worker and a 2 s upload deadline, so a slow client would hold the worker and then
 time out without the proxy."""
 
@@ -234,10 +234,17 @@ def test_sigquit_lets_the_upload_in_flight_finish_and_takes_no_new_ones(proxy: P
     assert proxy.process.wait(timeout=10) == 0
 
 
-def test_a_config_whose_ports_moved_is_refused_rather_than_run_half_changed(tmp_path: Path) -> None:
-    moved = tmp_path / "nginx.conf"
-    moved.write_text(local_server.PROXY_CONF.read_text().replace("listen 8080;", "listen 9090;"))
-    with pytest.raises(ValueError, match="one 'listen 8080;'"):
-        local_server.proxy_conf("127.0.0.1:1", "127.0.0.1:2", source=moved)
-    conf = local_server.proxy_conf("127.0.0.1:1", "127.0.0.1:2")
-    assert "listen 127.0.0.1:1;" in conf and "server 127.0.0.1:2;" in conf
+@pytest.mark.parametrize(
+    ("pod", "moved"),
+    [("listen 8080;", "listen 9090;"), ("server 127.0.0.1:8000;", "server 127.0.0.1:8001;"),
+     ("listen 127.0.0.1:8081;", "listen 127.0.0.1:9113;")],
+)  # fmt: skip
+def test_a_config_whose_ports_moved_is_refused_rather_than_run_half_changed(
+    tmp_path: Path, pod: str, moved: str
+) -> None:
+    changed = tmp_path / "nginx.conf"
+    changed.write_text(local_server.PROXY_CONF.read_text().replace(pod, moved))
+    with pytest.raises(ValueError, match=f"one '{re.escape(pod)}'"):
+        local_server.proxy_conf("127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3", source=changed)
+    conf = local_server.proxy_conf("127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3")
+    assert "listen 127.0.0.1:1;" in conf and "server 127.0.0.1:2;" in conf and "listen 127.0.0.1:3;" in conf
