@@ -45,6 +45,13 @@ API: list[Panel] = [
     ),
     ("Requests in flight", [("sum by (job) (http_requests_in_flight)", "{{job}}")], "short", "timeseries"),
     (
+        # Past nginx.conf's limit_conn of 64 a pod's nginx answers 429 (PetClassifierProxyNearLimit at 48).
+        "Requests held by each pod's nginx (429 past 64)",
+        [("instance:pet_proxy_requests_in_flight:count", "{{instance}}")],
+        "short",
+        "timeseries",
+    ),
+    (
         "Rejected uploads by reason",
         [("sum by (reason) (rate(rejected_inputs_total[5m]))", "{{reason}}")],
         "reqps",

@@ -17,7 +17,7 @@ import yaml
 
 from app.local_server import ROOT, free_port, gunicorn
 from tests.conftest import jpeg_bytes
-from tests.service.test_alerting_e2e import prometheus
+from tests.service.stack import nginx_exporter, nginx_in_front, prometheus
 
 DASHBOARDS = sorted((ROOT / "grafana" / "dashboards").glob("*.json"))
 DATASOURCE_UID = yaml.safe_load((ROOT / "grafana" / "provisioning" / "datasources" / "prometheus.yml").read_text())[
@@ -59,7 +59,10 @@ def test_every_panel_query_returns_data_after_real_traffic(tiny_model: Path, tmp
     with ExitStack() as stack:
         (tmp_path / "svc").mkdir()
         server = stack.enter_context(gunicorn(tmp_path / "svc", tiny_model, workers=2, port=api_port))
-        prometheus(stack, tmp_path, api_port, prom_port)
+        proxy = stack.enter_context(nginx_in_front(tmp_path, api_port))
+        exporter = stack.enter_context(nginx_exporter(tmp_path, proxy))
+        targets = {"pet-classifier": [f"127.0.0.1:{api_port}"], "pet-classifier-proxy": [exporter]}
+        prometheus(stack, tmp_path, targets, prom_port)
         queries = [
             (path.stem, p["title"], t["expr"])
             for path in DASHBOARDS

@@ -11,11 +11,12 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +29,8 @@ from app import local_server
 from app.local_server import Proxy, Server, free_port, gunicorn
 from app.settings import Settings
 from tests.conftest import jpeg_bytes
-from tests.helpers import require_tool
 from tests.service.conftest import ROOT, connect, schema_for
+from tests.service.stack import nginx_exporter, nginx_in_front, prometheus, query, wait_for
 
 PHOTO = jpeg_bytes((200, 60, 50), size=(320, 240))
 UPLOAD_HEAD = (
@@ -56,13 +57,6 @@ def own_answers(proxy: Proxy, expected: int) -> list[dict[str, object]]:
         time.sleep(0.05)
     time.sleep(0.1)  # room for a line too many to show up
     return [json.loads(line) for line in proxy.stdout.read_text().splitlines()]
-
-
-@contextmanager
-def nginx_in_front(tmp: Path, upstream_port: int) -> Iterator[Proxy]:
-    nginx = require_tool(local_server.nginx_binary() or "nginx")
-    with local_server.nginx_in_front(tmp, f"127.0.0.1:{upstream_port}", nginx) as proxy:
-        yield proxy
 
 
 @pytest.fixture(scope="module")
@@ -168,12 +162,8 @@ def test_request_ids_follow_the_apis_rule_on_either_side(proxy: Proxy) -> None:
 
 
 def test_past_64_requests_at_once_the_next_is_told_to_retry(proxy: Proxy) -> None:
-    held = []
+    held = hold_uploads(proxy, 64)
     try:
-        for _ in range(64):  # uploads that have begun and not finished: nginx buffers each
-            sock = connect(proxy.url)
-            sock.sendall(UPLOAD_HEAD + PHOTO[:100])
-            held.append(sock)
         deadline = time.monotonic() + 10
         while (busy := predict(proxy.url)).status_code == 200 and time.monotonic() < deadline:
             time.sleep(0.1)  # nginx has yet to read every header
@@ -232,6 +222,52 @@ def test_sigquit_lets_the_upload_in_flight_finish_and_takes_no_new_ones(proxy: P
         status, answer = status_and_json(b"".join(iter(lambda: sock.recv(65536), b"")))
     assert (status, answer["error"]) == (415, "not_an_image")  # the API's verdict: the body got through
     assert proxy.process.wait(timeout=10) == 0
+
+
+def hold_uploads(proxy: Proxy, n: int) -> list[socket.socket]:
+    """``n`` uploads that have sent their headers and part of their body: nginx holds each."""
+    held = []
+    for _ in range(n):
+        sock = connect(proxy.url)
+        sock.sendall(UPLOAD_HEAD + PHOTO[:100])
+        held.append(sock)
+    return held
+
+
+@pytest.mark.integration
+def test_prometheus_counts_the_requests_nginx_holds_and_pages_when_it_goes(api: Server, tmp_path: Path) -> None:
+    """The pod's exporter, Prometheus and the project's rules, with the real nginx: the recording
+    rule counts exactly the requests limit_conn counts, and PetClassifierProxyDown fires when
+    nginx stops while Gunicorn still serves."""
+    with ExitStack() as stack:
+        proxy = stack.enter_context(nginx_in_front(tmp_path, int(api.url.rsplit(":", 1)[1])))
+        exporter = stack.enter_context(nginx_exporter(tmp_path, proxy))
+        targets = {"pet-classifier": [api.url.removeprefix("http://")], "pet-classifier-proxy": [exporter]}
+        prom = prometheus(stack, tmp_path, targets, free_port())
+
+        def in_flight() -> list[float]:
+            return [float(r["value"][1]) for r in query(prom, "instance:pet_proxy_requests_in_flight:count")]
+
+        wait_for("the proxy counted idle", lambda: in_flight() == [0.0], 30)
+        held = hold_uploads(proxy, 5)
+        try:
+            wait_for("5 requests held", lambda: in_flight() == [5.0], 30)
+            assert predict(proxy.url).status_code == 200  # one more passes through and is gone
+        finally:
+            for sock in held:
+                sock.close()
+        wait_for("the held requests let go", lambda: in_flight() == [0.0], 30)
+
+        def proxy_down() -> list[dict[str, Any]]:
+            return query(prom, 'ALERTS{alertname="PetClassifierProxyDown",alertstate="firing"}')
+
+        assert proxy_down() == []
+        proxy.process.terminate()
+        proxy.process.wait(timeout=10)
+        (alert,) = wait_for("PetClassifierProxyDown to fire", proxy_down, 30)
+        assert alert["metric"]["severity"] == "critical"
+        assert query(prom, 'up{job="pet-classifier"}')[0]["value"][1] == "1"  # Gunicorn still up
+        assert query(prom, 'ALERTS{alertname="PetClassifierApiDown"}') == []
 
 
 @pytest.mark.parametrize(
