@@ -11,9 +11,9 @@
 3. The real server (Gunicorn, gunicorn.conf.py) under wrk with a Lua script on loopback:
    requests/s, p50/p95/p99, errors, RSS per worker; against raw in-process throughput
    (decode + preprocess + forward) in as many processes as the server has workers, one torch
-   thread each, on the same photos the load test sends. The two alternate in slices, each
-   server slice between two raw ones, and the median of the ratios is the figure. Then the
-   same server directly and through the pod's nginx, in turn: what the proxy costs.
+   thread each, on the same photos the load test sends. They alternate in slices, each
+   server slice between two raw ones, the server in turn directly and through the pod's nginx
+   (what a pod's clients get); the median of each side's ratios is its figure.
 """
 
 from __future__ import annotations
@@ -330,10 +330,11 @@ def bench_throughput(
     model_dir: Path, package: Path, files: list[Path], workers: int, seconds: int, rounds: int
 ) -> float:
     """The real server under wrk against raw in-process throughput, in alternating slices
-    (raw, server, raw, server, ..., raw), both kept running, so that the drift of a shared
-    machine falls on both alike; each server slice is compared with the raw slices either
-    side of it. Prints latency, errors and memory; then, on the same server, what the pod's
-    nginx costs (proxy_rounds). Returns the median ratio."""
+    (raw, direct, raw, through nginx, raw, direct, ..., raw), all kept running, so that the
+    drift of a shared machine falls on every side alike; each server slice is compared with the
+    raw slices either side of it. Direct is Gunicorn itself; through nginx is what a pod's
+    clients get (deploy/k8s/app/nginx.conf in front, sharing the cores). Prints latency,
+    errors and memory. Returns the median ratio through nginx."""
     nginx = nginx_binary()
     if not shutil.which("wrk") or nginx is None:
         raise SystemExit("wrk or nginx is not installed: run `make system-deps`")
@@ -346,63 +347,41 @@ def bench_throughput(
         with gunicorn(Path(tmp), model_dir, workers=workers, extra_env={"MODEL_PACKAGE": str(package)}) as server:
             ready = requests.get(server.url + "/ready", timeout=10)
             assert ready.json()["engine"] == "aotinductor", ready.text
-            with ctx.Pool(workers, _raw_start, start_args) as pool:
+            upstream = server.url.removeprefix("http://")
+            with nginx_in_front(Path(tmp), upstream, nginx) as proxy, ctx.Pool(workers, _raw_start, start_args) as pool:
 
                 def raw_rate(slice_seconds: float) -> float:
                     return sum(pool.map(_raw_slice, [slice_seconds] * workers)) / slice_seconds
 
-                run_wrk(script, server.url, workers, 3)  # warm-up, both sides
+                for url in (server.url, proxy.url):
+                    run_wrk(script, url, workers, 3)  # warm-up, every side
                 raw_rate(2.0)
                 raws = [raw_rate(seconds)]
-                served: list[dict[str, float]] = []
+                served: list[tuple[str, dict[str, float]]] = []
                 for _ in range(rounds):
-                    served.append(run_wrk(script, server.url, workers, seconds))
-                    raws.append(raw_rate(seconds))
+                    for name, url in (("direct", server.url), ("nginx", proxy.url)):
+                        served.append((name, run_wrk(script, url, workers, seconds)))
+                        raws.append(raw_rate(seconds))
             # Once the raw processes are gone: PSS splits shared pages among all who map them.
             mem = {"master": rss_kib(server.process.pid), **{f"worker {p}": rss_kib(p) for p in server.worker_pids()}}
-            behind_nginx = proxy_rounds(nginx, Path(tmp), script, server.url, workers, seconds, rounds=3)
     print(f"throughput: {workers} Gunicorn workers under wrk -c{workers} against {workers} processes x 1 thread")
-    ratios = []
-    for i, (got, before, after) in enumerate(zip(served, raws, raws[1:], strict=False), 1):
-        ratios.append(got["rps"] / ((before + after) / 2))
+    ratios: dict[str, list[float]] = {"direct": [], "nginx": []}
+    for (name, got), before, after in zip(served, raws, raws[1:], strict=False):
+        ratios[name].append(got["rps"] / ((before + after) / 2))
         print(
-            f"  round {i}: raw {before:6.1f} photos/s | server {got['rps']:6.1f} req/s, p50 {got['p50']:.1f} ms, "
+            f"  raw {before:6.1f} photos/s | {name:6} {got['rps']:6.1f} req/s, p50 {got['p50']:.1f} ms, "
             f"p95 {got['p95']:.1f} ms, p99 {got['p99']:.1f} ms, errors {got['errors']:.0f}, non-2xx "
-            f"{got['non2xx']:.0f} | raw {after:6.1f} photos/s → {ratios[-1]:5.1%}"
+            f"{got['non2xx']:.0f} | raw {after:6.1f} photos/s → {ratios[name][-1]:5.1%}"
         )
     print_memory(mem)
-    errors = sum(got["errors"] + got["non2xx"] for got in served)
-    print(
-        f"server / raw in-process: median {statistics.median(ratios):5.1%} over {rounds} rounds "
-        f"(from {min(ratios):.1%} to {max(ratios):.1%}), {errors:.0f} errors (target ≥ 85%, 0 errors)"
-    )
-    print_proxy_rounds(behind_nginx, workers)
-    return statistics.median(ratios)
-
-
-def proxy_rounds(
-    nginx: str, tmp: Path, script: Path, url: str, workers: int, seconds: int, rounds: int
-) -> list[tuple[dict[str, float], dict[str, float]]]:
-    """The same server under wrk directly and through the pod's nginx (deploy/k8s/app/nginx.conf),
-    alternating; nginx shares the two cores with wrk and the workers, as in a pod."""
-    pairs = []
-    with nginx_in_front(tmp, url.removeprefix("http://"), nginx) as proxy:
-        run_wrk(script, proxy.url, workers, 3)  # warm-up
-        for _ in range(rounds):
-            pairs.append((run_wrk(script, url, workers, seconds), run_wrk(script, proxy.url, workers, seconds)))
-    return pairs
-
-
-def print_proxy_rounds(pairs: list[tuple[dict[str, float], dict[str, float]]], workers: int) -> None:
-    print(f"through the pod's nginx: the same server under wrk -c{workers}, direct and proxied in turn")
-    for i, (direct, proxied) in enumerate(pairs, 1):
+    for name, what in (("direct", "Gunicorn directly"), ("nginx", "through the pod's nginx")):
+        got = ratios[name]
+        errors = sum(s["errors"] + s["non2xx"] for n, s in served if n == name)
         print(
-            f"  round {i}: direct {direct['rps']:6.1f} req/s p50 {direct['p50']:.1f} p99 {direct['p99']:.1f} ms | "
-            f"nginx {proxied['rps']:6.1f} req/s p50 {proxied['p50']:.1f} p99 {proxied['p99']:.1f} ms, "
-            f"errors {proxied['errors'] + proxied['non2xx']:.0f} → {proxied['rps'] / direct['rps']:5.1%}"
+            f"server / raw in-process, {what}: median {statistics.median(got):5.1%} over {rounds} rounds "
+            f"(from {min(got):.1%} to {max(got):.1%}), {errors:.0f} errors (target ≥ 85%, 0 errors)"
         )
-    ratio = statistics.median(proxied["rps"] / direct["rps"] for direct, proxied in pairs)
-    print(f"nginx / direct: median {ratio:5.1%} over {len(pairs)} rounds")
+    return statistics.median(ratios["nginx"])
 
 
 def main(argv: list[str] | None = None) -> int:
