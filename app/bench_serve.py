@@ -375,11 +375,11 @@ def bench_throughput(
         )
     print_memory(mem)
     for name, what in (("direct", "Gunicorn directly"), ("nginx", "through the pod's nginx")):
-        got = ratios[name]
+        side = ratios[name]
         errors = sum(s["errors"] + s["non2xx"] for n, s in served if n == name)
         print(
-            f"server / raw in-process, {what}: median {statistics.median(got):5.1%} over {rounds} rounds "
-            f"(from {min(got):.1%} to {max(got):.1%}), {errors:.0f} errors (target ≥ 85%, 0 errors)"
+            f"server / raw in-process, {what}: median {statistics.median(side):5.1%} over {rounds} rounds "
+            f"(from {min(side):.1%} to {max(side):.1%}), {errors:.0f} errors (target ≥ 85%, 0 errors)"
         )
     return statistics.median(ratios["nginx"])
 
