@@ -82,6 +82,10 @@ def post_fork(server: Any, worker: Any) -> None:
 
 
 def post_worker_init(worker: Any) -> None:
+    # The preloaded app's gauges were set in the master; this worker's samples start at 0.
+    from app import publish_model_state
+
+    publish_model_state(worker.wsgi)
     # The last step before the worker's accept loop: says when this worker, not just some
     # worker, takes requests (app/local_server.py waits for one line per worker).
     worker.log.info(f"{READY_MESSAGE}: %s", worker.pid)

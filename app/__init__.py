@@ -47,18 +47,27 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         feedback_tokens=FeedbackTokens(app.config["FEEDBACK_SECRET"], app.config["FEEDBACK_TTL_SECONDS"], seen),
         openapi=load_openapi(app.config["SERVICE_VERSION"]),
     )
-    if classifier.release is not None:
-        card = classifier.release.card
-        service_metrics.model_info.labels(
-            card["version"], card.get("mlflow_run_id", ""), card["architecture"], classifier.engine
-        ).set(1)
-    service_metrics.model_ready.set(1 if classifier.ready else 0)
+    publish_model_state(app)
 
     for bp in (pages_bp, docs_bp, health_bp, api_bp):
         app.register_blueprint(bp)
     errors.init_app(app)
     _request_hooks(app)
     return app
+
+
+def publish_model_state(app: Flask) -> None:
+    """Set this process's ``model_info`` and ``model_ready``. Gunicorn's workers call it again
+    after the fork (gunicorn.conf.py): prometheus_client starts a forked process's samples at 0,
+    so a worker would otherwise report model_ready 0 beside a master's 1, and /metrics, which
+    takes the minimum over live processes, would read 0 while /ready says true."""
+    classifier, service_metrics = app.extensions["classifier"], app.extensions["service_metrics"]
+    if classifier.release is not None:
+        card = classifier.release.card
+        service_metrics.model_info.labels(
+            card["version"], card.get("mlflow_run_id", ""), card["architecture"], classifier.engine
+        ).set(1)
+    service_metrics.model_ready.set(1 if classifier.ready else 0)
 
 
 def _request_hooks(app: Flask) -> None:

@@ -4,6 +4,7 @@ and SIGTERM draining a request in flight."""
 from __future__ import annotations
 
 import json
+import os
 import signal
 import socket
 import time
@@ -37,6 +38,8 @@ def test_metrics_and_feedback_across_workers(tiny_model: Path, tiny_package: Pat
     env = {"MODEL_PACKAGE": str(tiny_package)}
     with gunicorn(tmp_path, tiny_model, workers=2, extra_env=env) as server, ThreadPoolExecutor(4) as pool:
         assert requests.get(f"{server.url}/ready", timeout=10).json()["engine"] == "aotinductor"
+        # Set in the master before the fork, published again by each worker: it read 0 before.
+        assert [metric_sum(server.url, "model_ready") for _ in range(4)] == [1.0] * 4
         bodies = list(pool.map(lambda i: predict(server.url, i), range(N)))
         # Whichever worker answers /metrics, it reports every worker's predictions.
         assert [metric_sum(server.url, "predictions_total") for _ in range(6)] == [N] * 6
@@ -93,6 +96,20 @@ def test_sigterm_drains_the_request_in_flight(tiny_model: Path, tmp_path: Path) 
         assert b'"prediction"' in response
         server.process.wait(timeout=30)
         assert server.process.returncode == 0
+
+
+def test_a_worker_that_replaces_another_reports_the_model_ready_too(tiny_model: Path, tmp_path: Path) -> None:
+    """model_ready on /metrics is the minimum over live processes. A replacement worker (after a
+    crash, or past max_requests) publishes its own 1, and the dead worker's sample goes."""
+    with gunicorn(tmp_path, tiny_model, workers=2) as server:
+        before = server.worker_pids()
+        os.kill(before[0], signal.SIGKILL)
+        deadline = time.monotonic() + 60
+        while server.ready_workers() < 3 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        after = server.worker_pids()
+        assert len(after) == 2 and before[0] not in after, (before, after)
+        assert [metric_sum(server.url, "model_ready") for _ in range(4)] == [1.0] * 4
 
 
 def test_a_chunked_upload_over_the_limit_is_refused_not_cut_short(tiny_model: Path, tmp_path: Path) -> None:
