@@ -4,7 +4,7 @@
 
 Checks, in order: `/health` says healthy; `/ready` is ready and names a model version; a
 known cat photo is predicted cat and a known dog photo dog; `/metrics` counted both
-predictions. "Known" photos are test-split photos that the offline evaluation
+predictions and reports model_ready 1, as Prometheus will read it. "Known" photos are test-split photos that the offline evaluation
 (reports/test_predictions.csv) got right with at least 99% confidence, so a miss means the
 deployment differs from what was evaluated, not that the model met a hard photo.
 """
@@ -52,13 +52,16 @@ def known_photos(predictions: Path, source: Path, min_confidence: float = 0.99) 
     return found
 
 
-def prediction_counts(session: requests.Session, url: str) -> dict[str, float]:
-    counts = {"cat": 0.0, "dog": 0.0}
+def read_metrics(session: requests.Session, url: str) -> tuple[dict[str, float], float | None]:
+    """predictions_total by class, and model_ready, from the service's /metrics."""
+    counts, ready = {"cat": 0.0, "dog": 0.0}, None
     for family in text_string_to_metric_families(session.get(f"{url}/metrics", timeout=10).text):
         for sample in family.samples:
             if sample.name == "predictions_total" and sample.labels.get("class") in counts:
                 counts[sample.labels["class"]] += sample.value
-    return counts
+            elif sample.name == "model_ready":
+                ready = sample.value
+    return counts, ready
 
 
 def run_checks(url: str, photos: dict[str, Path], report: Callable[[Check], None]) -> None:
@@ -72,7 +75,7 @@ def run_checks(url: str, photos: dict[str, Path], report: Callable[[Check], None
         raise SmokeError(f"/ready: {ready.status_code} {ready.text[:200]}")
     # The engine is reported, not required: an eager fallback is slower, not wrong.
     report(Check("ready", f"model {ready.json().get('model_version')} ({ready.json().get('engine')})"))
-    before = prediction_counts(session, url)
+    before, _ = read_metrics(session, url)
     for label, path in sorted(photos.items()):
         upload = {"file": ("photo.jpg", path.read_bytes(), "image/jpeg")}
         resp = session.post(f"{url}/predict", files=upload, timeout=30)
@@ -82,12 +85,16 @@ def run_checks(url: str, photos: dict[str, Path], report: Callable[[Check], None
         if body.get("prediction") != label:
             raise SmokeError(f"/predict: known {label} photo {path.name} came back {body.get('prediction')!r}")
         report(Check(f"predict {label}", f"{path.name} → {label} ({body['confidence']:.3f})"))
-    after = prediction_counts(session, url)
+    after, model_ready = read_metrics(session, url)
     for label in photos:
         if after[label] < before[label] + 1:
             counted = f"{before[label]:g} → {after[label]:g}"
             raise SmokeError(f"/metrics: predictions_total{{class={label!r}}} went {counted}")
-    report(Check("metrics", f"predictions_total cat {after['cat']:g}, dog {after['dog']:g}"))
+    if model_ready != 1:
+        # What Prometheus alerts on: 0 here pages PetClassifierModelNotReady within minutes.
+        raise SmokeError(f"/metrics: model_ready is {model_ready} while /ready says ready")
+    counted = f"predictions_total cat {after['cat']:g}, dog {after['dog']:g}, model_ready {model_ready:g}"
+    report(Check("metrics", counted))
 
 
 def wait_until_up(url: str, seconds: float) -> None:

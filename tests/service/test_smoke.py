@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from app import local_server
 from app.local_server import ROOT, gunicorn
 from app.smoke import known_photos
 from app.smoke import main as smoke_main
@@ -56,6 +57,24 @@ def test_smoke_fails_when_the_model_is_not_ready(
         code = smoke_main(["--url", server.url, "--source", str(real_photos)])
     assert code == 1
     assert "/ready: 503" in capsys.readouterr().err
+
+
+def test_smoke_fails_when_metrics_say_the_model_is_not_ready(
+    real_photos: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """/ready true but model_ready 0 on /metrics: the workers did not publish their model state
+    after the fork (as before gunicorn.conf.py's post_worker_init did), and the alert would page."""
+    stale = tmp_path / "workers_publish_nothing.conf.py"
+    stale.write_text(
+        f"exec(open({str(ROOT / 'gunicorn.conf.py')!r}).read())\n"
+        "def post_worker_init(worker):\n"
+        "    worker.log.info(f'{READY_MESSAGE}: %s', worker.pid)\n"
+    )
+    monkeypatch.setattr(local_server, "GUNICORN_CMD", ["gunicorn", "-c", str(stale)])
+    with local_server.gunicorn(tmp_path, ROOT / "models", workers=1) as server:
+        code = smoke_main(["--url", server.url, "--source", str(real_photos), "--wait", "5"])
+    assert code == 1
+    assert "model_ready is 0.0 while /ready says ready" in capsys.readouterr().err
 
 
 def test_smoke_says_when_nothing_listens(real_photos: Path, capsys: pytest.CaptureFixture[str]) -> None:
