@@ -4,9 +4,10 @@
 
 Checks, in order: `/health` says healthy; `/ready` is ready and names a model version; a
 known cat photo is predicted cat and a known dog photo dog; `/metrics` counted both
-predictions and reports model_ready 1, as Prometheus will read it. "Known" photos are test-split photos that the offline evaluation
-(reports/test_predictions.csv) got right with at least 99% confidence, so a miss means the
-deployment differs from what was evaluated, not that the model met a hard photo.
+predictions and reports model_ready 1, as Prometheus will read it. "Known" photos are
+test-split photos that the offline evaluation (reports/test_predictions.csv) got right with
+at least 99% confidence, so a miss means the deployment differs from what was evaluated, not
+that the model met a hard photo.
 """
 
 from __future__ import annotations
