@@ -31,7 +31,31 @@ wait_http() {  # name, url
   return 1
 }
 
+# name:port of everything up() starts, and the Debian service that may already hold the port
+# (apt starts prometheus, prometheus-alertmanager and prometheus-nginx-exporter on install).
+PORTS="smtp:1025: service:8000: proxy:8080: proxy:8081: proxy-metrics:9113:prometheus-nginx-exporter
+alertmanager:9093:prometheus-alertmanager prometheus:9090:prometheus mlflow:5001:"
+
+listening() {  # port
+  (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+}
+
+ports_free() {  # before anything starts: another process on a port would answer for ours
+  local entry name port unit hint taken=0
+  for entry in $PORTS; do
+    IFS=: read -r name port unit <<<"$entry"
+    if ! running "$name" && listening "$port"; then
+      hint=""
+      [ -z "$unit" ] || hint="; is it Debian's $unit service? sudo systemctl disable --now $unit"
+      echo "port $port ($name) is taken by another process$hint" >&2
+      taken=1
+    fi
+  done
+  return "$taken"
+}
+
 up() {
+  ports_free || exit 1
   mkdir -p "$STATE/mail/new" "$STATE/mail/cur" "$STATE/mail/tmp" "$STATE/prometheus-data" "$STATE/alertmanager-data"
   $BIN/python prometheus/render_local.py --out "$STATE/prometheus.yml" \
     --target pet-classifier=127.0.0.1:8000 --target pet-classifier-proxy=127.0.0.1:9113 \
