@@ -78,7 +78,10 @@ def _request_hooks(app: Flask) -> None:
         incoming = request.headers.get("X-Request-ID", "")
         g.request_id = incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex
         g.started = time.perf_counter()
-        in_flight.inc()
+        # Prometheus's own scrape is not traffic (the exporter's HTTP metrics leave it out too).
+        g.in_flight = request.path != "/metrics"
+        if g.in_flight:
+            in_flight.inc()
 
     @app.after_request
     def _finish(response: Response) -> Response:
@@ -90,7 +93,8 @@ def _request_hooks(app: Flask) -> None:
     def _log(_exc: BaseException | None) -> None:
         if "started" not in g:
             return
-        in_flight.dec()
+        if g.in_flight:
+            in_flight.dec()
         # Only what is safe to keep: no query strings, file names or image bytes.
         access_log.info(
             "request",

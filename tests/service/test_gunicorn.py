@@ -33,6 +33,15 @@ def predict(url: str, i: int) -> dict[str, object]:
     return resp.json()  # type: ignore[no-any-return]
 
 
+def wait_for_metric(url: str, name: str, value: float, seconds: float = 10) -> bool:
+    deadline = time.monotonic() + seconds
+    while metric_sum(url, name) != value:
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+    return True
+
+
 def test_metrics_and_feedback_across_workers(tiny_model: Path, tiny_package: Path, tmp_path: Path) -> None:
     # As `make serve` and the image run it: the compiled package, loaded before the fork.
     env = {"MODEL_PACKAGE": str(tiny_package)}
@@ -40,6 +49,17 @@ def test_metrics_and_feedback_across_workers(tiny_model: Path, tiny_package: Pat
         assert requests.get(f"{server.url}/ready", timeout=10).json()["engine"] == "aotinductor"
         # Set in the master before the fork, published again by each worker: it read 0 before.
         assert [metric_sum(server.url, "model_ready") for _ in range(4)] == [1.0] * 4
+        # The scrape is not a request in flight (it read 1 when idle); an upload on its way is,
+        # whichever worker holds it and whichever answers /metrics.
+        assert [metric_sum(server.url, "http_requests_in_flight") for _ in range(4)] == [0.0] * 4
+        photo = jpeg_bytes((200, 60, 50))
+        with connect(server.url) as sock:
+            sock.sendall(
+                b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\n"
+                b"Content-Length: %d\r\n\r\n" % len(photo) + photo[:100]
+            )
+            assert wait_for_metric(server.url, "http_requests_in_flight", 1.0)
+        assert wait_for_metric(server.url, "http_requests_in_flight", 0.0)
         bodies = list(pool.map(lambda i: predict(server.url, i), range(N)))
         # Whichever worker answers /metrics, it reports every worker's predictions.
         assert [metric_sum(server.url, "predictions_total") for _ in range(6)] == [N] * 6
