@@ -142,6 +142,15 @@ CLUSTER: list[Panel] = [
         "timeseries",
     ),
 ]
+# Where an alert fires, drawn on its panel: panel title -> (alert, [(value, colour)]). The first
+# value is the alert's own threshold (tests/service/test_dashboards.py reads it from alerts.yml).
+THRESHOLDS: dict[str, tuple[str, list[tuple[float, str]]]] = {
+    "Error ratio (5xx / all)": ("PetClassifierHighErrorRatio", [(0.05, "orange"), (0.20, "red")]),
+    "Latency p95 by endpoint": ("PetClassifierHighLatencyP95", [(0.5, "orange")]),
+    "Latency p99 by endpoint": ("PetClassifierLatencyP99Critical", [(2.0, "red")]),
+    "Requests held by each pod's nginx (429 past 64)": ("PetClassifierProxyNearLimit", [(48, "orange"), (64, "red")]),
+    "Low-confidence share (< 70%)": ("PetClassifierLowConfidenceShareHigh", [(0.15, "orange")]),
+}
 DASHBOARDS = {
     "pet-api": ("Pet classifier — API", API),
     "pet-model": ("Pet classifier — Model", MODEL),
@@ -161,9 +170,18 @@ def panel(pid: int, spec: Panel) -> dict[str, Any]:
             {"refId": chr(ord("A") + i), "expr": expr, "legendFormat": legend, "datasource": DATASOURCE}
             for i, (expr, legend) in enumerate(queries)
         ],
-        "fieldConfig": {"defaults": {"unit": unit}, "overrides": []},
+        "fieldConfig": {"defaults": {"unit": unit, **thresholds(title, kind)}, "overrides": []},
         "options": {},
     }
+
+
+def thresholds(title: str, kind: str) -> dict[str, Any]:
+    """Grafana's threshold steps for a panel in THRESHOLDS, drawn as dashed lines on a graph."""
+    if title not in THRESHOLDS:
+        return {}
+    steps = [{"color": "green", "value": None}] + [{"color": c, "value": v} for v, c in THRESHOLDS[title][1]]
+    drawn = {"custom": {"thresholdsStyle": {"mode": "dashed"}}} if kind == "timeseries" else {}
+    return {"thresholds": {"mode": "absolute", "steps": steps}, **drawn}
 
 
 def dashboard(uid: str, title: str, panels: list[Panel]) -> dict[str, Any]:

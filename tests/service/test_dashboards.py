@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import subprocess
 import sys
 import time
@@ -17,7 +18,7 @@ import yaml
 
 from app.local_server import ROOT, free_port, gunicorn
 from tests.conftest import jpeg_bytes
-from tests.service.stack import nginx_exporter, nginx_in_front, prometheus, query
+from tests.service.stack import load_script, nginx_exporter, nginx_in_front, prometheus, query
 
 DASHBOARDS = sorted((ROOT / "grafana" / "dashboards").glob("*.json"))
 DATASOURCE_UID = yaml.safe_load((ROOT / "grafana" / "provisioning" / "datasources" / "prometheus.yml").read_text())[
@@ -51,6 +52,22 @@ def test_dashboards_are_valid_provisioning_json() -> None:
             assert {"x", "y", "w", "h"} <= set(p["gridPos"])
     provider = yaml.safe_load((ROOT / "grafana" / "provisioning" / "dashboards" / "provider.yml").read_text())
     assert provider["providers"][0]["type"] == "file"
+
+
+def test_thresholds_drawn_on_panels_are_where_the_alerts_fire() -> None:
+    """A line on a panel at 0.5 s must be the latency alert's 0.5 s (or nginx's own limit)."""
+    build = load_script(ROOT / "grafana" / "build_dashboards.py")
+    rules = yaml.safe_load((ROOT / "prometheus" / "rules" / "alerts.yml").read_text())["groups"]
+    nginx_limit = re.search(r"limit_conn pod (\d+);", (ROOT / "deploy/k8s/app/nginx.conf").read_text())
+    assert nginx_limit
+    panels = {p["title"]: p for path in DASHBOARDS for p in load(path)["panels"]}
+    for title, (alert, steps) in build.THRESHOLDS.items():
+        exprs = [r["expr"] for g in rules for r in g["rules"] if r.get("alert") == alert]
+        fired_at = {float(n) for e in exprs for n in re.findall(r">=? ?(\d+(?:\.\d+)?)", e)}
+        assert exprs and steps[0][0] in fired_at, (title, alert, fired_at)
+        assert {v for v, _ in steps} <= fired_at | {float(nginx_limit[1])}, title
+        drawn = panels[title]["fieldConfig"]["defaults"]["thresholds"]["steps"]
+        assert [s["value"] for s in drawn[1:]] == [v for v, _ in steps], title
 
 
 def service_alerts() -> set[str]:
