@@ -132,6 +132,35 @@ def test_a_worker_that_replaces_another_reports_the_model_ready_too(tiny_model: 
         assert [metric_sum(server.url, "model_ready") for _ in range(4)] == [1.0] * 4
 
 
+def test_a_worker_past_max_requests_skips_the_teardown_and_loses_no_record(
+    tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """worker_exit ends a clean exit at once (the interpreter's teardown of a torch process held
+    the replacement back about 350 ms): no teardown runs, yet every access line is in the log,
+    the master sees exit code 0, and the replacement serves."""
+    probe = tmp_path / "teardown_probe.conf.py"
+    probe.write_text(
+        f"exec(open({str(ROOT / 'gunicorn.conf.py')!r}).read())\n"
+        "_post_fork = post_fork\n"
+        "def post_fork(server, worker):\n"
+        "    _post_fork(server, worker)\n"
+        "    import atexit\n"
+        "    atexit.register(lambda: print('interpreter teardown ran', flush=True))\n"
+    )
+    monkeypatch.setattr(local_server, "GUNICORN_CMD", ["gunicorn", "-c", str(probe)])
+    env = {"GUNICORN_MAX_REQUESTS": "3", "GUNICORN_MAX_REQUESTS_JITTER": "0"}
+    with local_server.gunicorn(tmp_path, tiny_model, workers=1, extra_env=env) as server:
+        ids = [predict(server.url, i)["request_id"] for i in range(10)]
+        lines = server.log_lines()
+    events = [json.loads(line) for line in lines if line.startswith("{")]
+    logged = [e["request_id"] for e in events if e.get("event") == "access" and e["path"] == "/predict"]
+    assert logged == ids
+    assert sum("Autorestarting worker" in line for line in lines) >= 3
+    assert not [line for line in lines if "exited with code" in line or "was sent SIG" in line]
+    # No worker tore down: neither those restarted nor the last, stopped with the server.
+    assert sum("interpreter teardown ran" in line for line in lines) == 0
+
+
 def test_a_chunked_upload_over_the_limit_is_refused_not_cut_short(tiny_model: Path, tmp_path: Path) -> None:
     # Chunked bodies carry no Content-Length; Werkzeug would hand over the first LIMIT bytes.
     limit, photo = 50_000, jpeg_bytes((200, 60, 50), size=(64, 64))
