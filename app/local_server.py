@@ -132,11 +132,12 @@ def gunicorn(
                 proc.wait(timeout=10)
 
 
-# The three addresses in nginx.conf that differ on loopback, as the pod has them.
-_POD_ADDRESSES = {
-    "listen": "listen 8080;",  # the public port
-    "upstream": "server 127.0.0.1:8000;",  # Gunicorn
-    "status": "listen 127.0.0.1:8081;",  # stub_status, for the exporter
+# nginx.conf's three addresses as the pod has them: (directive, address). proxy_conf swaps
+# them for loopback ones; tests/test_k8s.py checks the containers' ports against them.
+POD_ADDRESSES = {
+    "listen": ("listen", "8080"),  # the public port
+    "upstream": ("server", "127.0.0.1:8000"),  # Gunicorn
+    "status": ("listen", "127.0.0.1:8081"),  # stub_status, for the exporter
 }
 
 
@@ -144,11 +145,12 @@ def proxy_conf(listen: str, upstream: str, status: str, source: Path = PROXY_CON
     """The pod's nginx.conf with only its three addresses changed: where nginx listens, where
     Gunicorn is, and where nginx serves its counters (stub_status)."""
     conf = source.read_text()
-    local = {"listen": f"listen {listen};", "upstream": f"server {upstream};", "status": f"listen {status};"}
-    for key, pod in _POD_ADDRESSES.items():
-        conf, found = re.subn(rf"^(\s*){re.escape(pod)}", rf"\g<1>{local[key]}", conf, flags=re.MULTILINE)
+    for key, local in (("listen", listen), ("upstream", upstream), ("status", status)):
+        directive, pod = POD_ADDRESSES[key]
+        line = f"{directive} {pod};"
+        conf, found = re.subn(rf"^(\s*){re.escape(line)}", rf"\g<1>{directive} {local};", conf, flags=re.MULTILINE)
         if found != 1:
-            raise ValueError(f"{source} should have one '{pod}' ({key}), not {found}")
+            raise ValueError(f"{source} should have one '{line}' ({key}), not {found}")
     return conf
 
 

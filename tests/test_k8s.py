@@ -15,6 +15,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from app.local_server import POD_ADDRESSES, proxy_conf
 from tests.helpers import require_tool
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -51,6 +52,11 @@ def containers(workload: Doc) -> list[Doc]:
 def container(workload: Doc, name: str) -> Doc:
     (found,) = [c for c in containers(workload) if c["name"] == name]
     return found
+
+
+def pod_port(key: str) -> int:
+    """The port of one of nginx.conf's addresses in the pod (app/local_server.POD_ADDRESSES)."""
+    return int(POD_ADDRESSES[key][1].rsplit(":", 1)[-1])
 
 
 def configmap_by_prefix(docs: list[Doc], prefix: str) -> Doc:
@@ -134,11 +140,9 @@ def test_the_pods_nginx_fronts_gunicorn_with_the_apis_limits(docs: list[Doc]) ->
     assert conf_path.name == "nginx.conf"
     assert mounted[str(conf_path.parent)]["configMap"]["name"].startswith("pet-classifier-proxy-")
     assert "emptyDir" in mounted[prefix.rstrip("/")]  # pid and buffered bodies on a read-only root
-    listen = re.search(r"^\s*listen (\d+);", conf, re.MULTILINE)
-    upstream = re.search(r"^\s*server 127\.0\.0\.1:(\d+);", conf, re.MULTILINE)
-    assert listen and upstream
+    proxy_conf("127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3")  # refuses a file without POD_ADDRESSES
     ports = {c["name"]: {p["name"]: p["containerPort"] for p in c["ports"]} for c in (api, proxy)}
-    assert ports == {"api": {"api": int(upstream[1])}, "proxy": {"http": int(listen[1])}}
+    assert ports == {"api": {"api": pod_port("upstream")}, "proxy": {"http": pod_port("listen")}}
     services = {d["metadata"]["name"]: d["spec"]["ports"][0]["targetPort"] for d in docs if d["kind"] == "Service"}
     assert (services["pet-classifier"], services["pet-classifier-headless"]) == ("http", "api")
     limit = configmap_by_prefix(docs, "pet-classifier-config")["data"]["MAX_UPLOAD_BYTES"]
@@ -152,8 +156,8 @@ def test_the_exporter_reads_the_status_page_nginx_serves_on_the_pods_loopback(do
     dep = find(docs, "Deployment", "pet-classifier")
     exporter = container(dep, "proxy-metrics")
     args = dict(a.removeprefix("--").split("=", 1) for a in exporter["args"])
-    status = re.search(r"listen (127\.0\.0\.1:\d+);[^}]*?location = (/\S+) \{\s*stub_status;", NGINX_CONF.read_text())
-    assert status and args["nginx.scrape-uri"] == f"http://{status[1]}{status[2]}"
+    page = re.search(r"location = (/\S+) \{\s*stub_status;", NGINX_CONF.read_text())
+    assert page and args["nginx.scrape-uri"] == f"http://{POD_ADDRESSES['status'][1]}{page[1]}"
     (port,) = exporter["ports"]
     assert args["web.listen-address"] == f":{port['containerPort']}"
     headless = find(docs, "Service", "pet-classifier-headless")["spec"]["ports"]
