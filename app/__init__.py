@@ -18,7 +18,7 @@ from app.api import bp as api_bp
 from app.feedback import FeedbackTokens
 from app.health import bp as health_bp
 from app.inference import Classifier
-from app.observability import configure_logging, init_metrics
+from app.observability import METRICS_PATH, configure_logging, init_metrics
 from app.pages import bp as pages_bp
 from app.pages import docs_bp, load_openapi
 from app.settings import Settings
@@ -78,8 +78,7 @@ def _request_hooks(app: Flask) -> None:
         incoming = request.headers.get("X-Request-ID", "")
         g.request_id = incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex
         g.started = time.perf_counter()
-        # Prometheus's own scrape is not traffic (the exporter's HTTP metrics leave it out too).
-        g.in_flight = request.path != "/metrics"
+        g.in_flight = request.path != METRICS_PATH  # the scrape is not traffic
         if g.in_flight:
             in_flight.inc()
 

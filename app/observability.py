@@ -99,16 +99,20 @@ class ServiceMetrics:
         )
 
 
+# Where Prometheus scrapes; its own requests count as no traffic (HTTP metrics, in flight).
+METRICS_PATH = "/metrics"
+
+
 def init_metrics(app: Flask) -> ServiceMetrics:
     registry = CollectorRegistry(auto_describe=True)
-    common = {"group_by": "endpoint", "excluded_paths": ["^/metrics$"], "buckets": LATENCY_BUCKETS}
+    common = {"group_by": "endpoint", "excluded_paths": [f"^{METRICS_PATH}$"], "buckets": LATENCY_BUCKETS}
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         exporter: PrometheusMetrics = GunicornInternalPrometheusMetrics(
-            app, path="/metrics", registry=registry, **common
+            app, path=METRICS_PATH, registry=registry, **common
         )
         service = ServiceMetrics(None)  # samples go to the shared folder; /metrics collects them all
     else:
-        exporter = PrometheusMetrics(app, path="/metrics", registry=registry, **common)
+        exporter = PrometheusMetrics(app, path=METRICS_PATH, registry=registry, **common)
         service = ServiceMetrics(registry)
     app.extensions["prometheus_exporter"] = exporter
     return service
