@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -52,6 +53,14 @@ def write_params(path: Path, overrides: dict[str, Any] | None = None, source: Pa
 def prepared(source: Path, out: Path) -> Path:
     prepare(source, out, 42, SplitParams(), workers=1)
     return out / "manifest.csv"
+
+
+def nginx_connection_limit() -> int:
+    """limit_conn in the pod's nginx.conf: requests at once per pod, past which it answers 429."""
+    conf = (Path(__file__).resolve().parent.parent / "deploy" / "k8s" / "app" / "nginx.conf").read_text()
+    found = re.search(r"^\s*limit_conn pod (\d+);", conf, re.MULTILINE)
+    assert found, "no 'limit_conn pod N;' in nginx.conf"
+    return int(found[1])
 
 
 def require_tool(name: str) -> str:

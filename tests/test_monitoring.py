@@ -11,6 +11,7 @@ from pathlib import Path
 
 import yaml
 
+from tests.helpers import nginx_connection_limit
 from tests.helpers import require_tool as tool
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -70,13 +71,12 @@ def test_every_alert_has_a_firing_and_a_silent_case() -> None:
 def test_the_proxy_alert_follows_the_limit_in_nginx_conf() -> None:
     """PetClassifierProxyNearLimit warns at three quarters of the limit nginx enforces, and
     names that limit; a change to one without the other fails here."""
-    conf = (ROOT / "deploy" / "k8s" / "app" / "nginx.conf").read_text()
-    limit = re.search(r"^\s*limit_conn pod (\d+);", conf, re.MULTILINE)
+    limit = nginx_connection_limit()
     (rule,) = [r for r in alerts() if r["alert"] == "PetClassifierProxyNearLimit"]
     threshold = re.search(r">= (\d+)$", str(rule["expr"]))
-    assert limit and threshold and int(threshold[1]) == int(limit[1]) * 3 // 4
+    assert threshold and int(threshold[1]) == limit * 3 // 4
     notes = rule["annotations"]
-    assert f"limit of {limit[1]} " in notes["summary"] and f"past {limit[1]} " in notes["description"]  # type: ignore[index]
+    assert f"limit of {limit} " in notes["summary"] and f"past {limit} " in notes["description"]  # type: ignore[index]
 
 
 def test_promtool_checks_both_configs_from_the_one_source(tmp_path: Path) -> None:

@@ -100,10 +100,10 @@ def query(prometheus_url: str, expr: str) -> list[dict[str, Any]]:
 
 
 @contextmanager
-def nginx_in_front(tmp: Path, upstream_port: int) -> Iterator[Proxy]:
-    """The pod's nginx.conf run by Debian's nginx in front of ``upstream_port``."""
+def nginx_in_front(tmp: Path, upstream_url: str) -> Iterator[Proxy]:
+    """The pod's nginx.conf run by Debian's nginx in front of the server at ``upstream_url``."""
     nginx = tool(local_server.nginx_binary() or "nginx")
-    with local_server.nginx_in_front(tmp, f"127.0.0.1:{upstream_port}", nginx) as proxy:
+    with local_server.nginx_in_front(tmp, upstream_url.removeprefix("http://"), nginx) as proxy:
         yield proxy
 
 

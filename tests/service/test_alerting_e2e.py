@@ -15,13 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import requests
 import yaml
 from aiosmtpd.controller import Controller
 
 from app.local_server import ROOT, free_port, gunicorn
 from tests.helpers import require_tool as tool
-from tests.service.stack import load_script, process, prometheus, wait_for
+from tests.service.stack import load_script, process, prometheus, query, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -77,15 +76,10 @@ def test_api_down_email_and_resolved_email(tiny_model: Path, tmp_path: Path) -> 
                 )
             )
             targets = {"pet-classifier": [f"127.0.0.1:{api_port}"]}
-            prometheus(stack, tmp_path, targets, prom_port, alertmanager=f"127.0.0.1:{am_port}")
+            prom = prometheus(stack, tmp_path, targets, prom_port, alertmanager=f"127.0.0.1:{am_port}")
 
             def target_up() -> bool:
-                result = requests.get(
-                    f"http://127.0.0.1:{prom_port}/api/v1/query",
-                    params={"query": 'up{job="pet-classifier"}'},
-                    timeout=2,
-                ).json()
-                return any(r["value"][1] == "1" for r in result["data"]["result"])
+                return any(r["value"][1] == "1" for r in query(prom, 'up{job="pet-classifier"}'))
 
             for run in ("svc1", "svc2"):
                 (tmp_path / run).mkdir()

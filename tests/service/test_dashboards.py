@@ -11,6 +11,7 @@ import sys
 import time
 from contextlib import ExitStack
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -18,6 +19,7 @@ import yaml
 
 from app.local_server import ROOT, free_port, gunicorn
 from tests.conftest import jpeg_bytes
+from tests.helpers import nginx_connection_limit
 from tests.service.stack import load_script, nginx_exporter, nginx_in_front, prometheus, query
 
 DASHBOARDS = sorted((ROOT / "grafana" / "dashboards").glob("*.json"))
@@ -54,18 +56,19 @@ def test_dashboards_are_valid_provisioning_json() -> None:
     assert provider["providers"][0]["type"] == "file"
 
 
+def alert_groups() -> list[dict[str, Any]]:
+    return yaml.safe_load((ROOT / "prometheus" / "rules" / "alerts.yml").read_text())["groups"]  # type: ignore[no-any-return]
+
+
 def test_thresholds_drawn_on_panels_are_where_the_alerts_fire() -> None:
     """A line on a panel at 0.5 s must be the latency alert's 0.5 s (or nginx's own limit)."""
     build = load_script(ROOT / "grafana" / "build_dashboards.py")
-    rules = yaml.safe_load((ROOT / "prometheus" / "rules" / "alerts.yml").read_text())["groups"]
-    nginx_limit = re.search(r"limit_conn pod (\d+);", (ROOT / "deploy/k8s/app/nginx.conf").read_text())
-    assert nginx_limit
     panels = {p["title"]: p for path in DASHBOARDS for p in load(path)["panels"]}
     for title, (alert, steps) in build.THRESHOLDS.items():
-        exprs = [r["expr"] for g in rules for r in g["rules"] if r.get("alert") == alert]
+        exprs = [r["expr"] for g in alert_groups() for r in g["rules"] if r.get("alert") == alert]
         fired_at = {float(n) for e in exprs for n in re.findall(r">=? ?(\d+(?:\.\d+)?)", e)}
         assert exprs and steps[0][0] in fired_at, (title, alert, fired_at)
-        assert {v for v, _ in steps} <= fired_at | {float(nginx_limit[1])}, title
+        assert {v for v, _ in steps} <= fired_at | {float(nginx_connection_limit())}, title
         drawn = panels[title]["fieldConfig"]["defaults"]["thresholds"]["steps"]
         assert [s["value"] for s in drawn[1:]] == [v for v, _ in steps], title
 
@@ -73,8 +76,7 @@ def test_thresholds_drawn_on_panels_are_where_the_alerts_fire() -> None:
 def service_alerts() -> set[str]:
     """The alerts about the service itself (group application): a healthy one must raise none.
     The model group may fire here, as the test model is untrained."""
-    groups = yaml.safe_load((ROOT / "prometheus" / "rules" / "alerts.yml").read_text())["groups"]
-    (application,) = [g for g in groups if g["name"] == "application"]
+    (application,) = [g for g in alert_groups() if g["name"] == "application"]
     return {rule["alert"] for rule in application["rules"]}
 
 
@@ -87,10 +89,10 @@ def test_panels_have_data_and_no_service_alert_fires_after_real_traffic(tiny_mod
     with ExitStack() as stack:
         (tmp_path / "svc").mkdir()
         server = stack.enter_context(gunicorn(tmp_path / "svc", tiny_model, workers=2, port=api_port))
-        proxy = stack.enter_context(nginx_in_front(tmp_path, api_port))
+        proxy = stack.enter_context(nginx_in_front(tmp_path, server.url))
         exporter = stack.enter_context(nginx_exporter(tmp_path, proxy))
         targets = {"pet-classifier": [f"127.0.0.1:{api_port}"], "pet-classifier-proxy": [exporter]}
-        prometheus(stack, tmp_path, targets, prom_port)
+        prom = prometheus(stack, tmp_path, targets, prom_port)
         queries = [
             (path.stem, p["title"], t["expr"])
             for path in DASHBOARDS
@@ -124,5 +126,5 @@ def test_panels_have_data_and_no_service_alert_fires_after_real_traffic(tiny_mod
         assert all(a["status"] == "success" for a in answers.values()), "a panel query does not parse"
         assert empty == [], f"panels without data: {empty}"
         time.sleep(5)  # past every `for` (3 s) at one evaluation a second
-        alerts = query(f"http://127.0.0.1:{prom_port}", "ALERTS")
+        alerts = query(prom, "ALERTS")
         assert {a["metric"]["alertname"] for a in alerts} & service_alerts() == set(), alerts

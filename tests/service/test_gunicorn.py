@@ -18,6 +18,7 @@ from app import local_server
 from app.local_server import Server, gunicorn
 from tests.conftest import jpeg_bytes
 from tests.service.conftest import ROOT, connect, metric_sum, run_python
+from tests.service.stack import wait_for
 
 N = 24
 
@@ -31,15 +32,6 @@ def predict(url: str, i: int) -> dict[str, object]:
     )
     assert resp.status_code == 200, resp.text
     return resp.json()  # type: ignore[no-any-return]
-
-
-def wait_for_metric(url: str, name: str, value: float, seconds: float = 10) -> bool:
-    deadline = time.monotonic() + seconds
-    while metric_sum(url, name) != value:
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.1)
-    return True
 
 
 def test_metrics_and_feedback_across_workers(tiny_model: Path, tiny_package: Path, tmp_path: Path) -> None:
@@ -58,8 +50,8 @@ def test_metrics_and_feedback_across_workers(tiny_model: Path, tiny_package: Pat
                 b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\n"
                 b"Content-Length: %d\r\n\r\n" % len(photo) + photo[:100]
             )
-            assert wait_for_metric(server.url, "http_requests_in_flight", 1.0)
-        assert wait_for_metric(server.url, "http_requests_in_flight", 0.0)
+            wait_for("the upload in flight", lambda: metric_sum(server.url, "http_requests_in_flight") == 1.0, 10)
+        wait_for("no request in flight", lambda: metric_sum(server.url, "http_requests_in_flight") == 0.0, 10)
         bodies = list(pool.map(lambda i: predict(server.url, i), range(N)))
         # Whichever worker answers /metrics, it reports every worker's predictions.
         assert [metric_sum(server.url, "predictions_total") for _ in range(6)] == [N] * 6
@@ -124,9 +116,7 @@ def test_a_worker_that_replaces_another_reports_the_model_ready_too(tiny_model: 
     with gunicorn(tmp_path, tiny_model, workers=2) as server:
         before = server.worker_pids()
         os.kill(before[0], signal.SIGKILL)
-        deadline = time.monotonic() + 60
-        while server.ready_workers() < 3 and time.monotonic() < deadline:
-            time.sleep(0.1)
+        wait_for("a third worker ready", lambda: server.ready_workers() >= 3, 60)
         after = server.worker_pids()
         assert len(after) == 2 and before[0] not in after, (before, after)
         assert [metric_sum(server.url, "model_ready") for _ in range(4)] == [1.0] * 4

@@ -68,7 +68,7 @@ def api(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
 
 @pytest.fixture
 def proxy(api: Server, tmp_path: Path) -> Iterator[Proxy]:
-    with nginx_in_front(tmp_path, int(api.url.rsplit(":", 1)[1])) as p:
+    with nginx_in_front(tmp_path, api.url) as p:
         yield p
 
 
@@ -180,7 +180,7 @@ def test_past_64_requests_at_once_the_next_is_told_to_retry(proxy: Proxy) -> Non
 
 
 def test_with_the_api_down_clients_get_503_json_and_retry_after(tmp_path: Path) -> None:
-    with nginx_in_front(tmp_path, free_port()) as proxy:  # nothing listens upstream
+    with nginx_in_front(tmp_path, f"127.0.0.1:{free_port()}") as proxy:  # nothing listens upstream
         resp = requests.post(f"{proxy.url}/predict", files={"file": ("p.jpg", PHOTO)}, timeout=10)
     assert resp.status_code == 503 and resp.json()["error"] == "service_unavailable", resp.text
     assert_documented("/predict", "post", 503, resp.json())
@@ -240,7 +240,7 @@ def test_prometheus_counts_the_requests_nginx_holds_and_pages_when_it_goes(api: 
     rule counts exactly the requests limit_conn counts, and PetClassifierProxyDown fires when
     nginx stops while Gunicorn still serves."""
     with ExitStack() as stack:
-        proxy = stack.enter_context(nginx_in_front(tmp_path, int(api.url.rsplit(":", 1)[1])))
+        proxy = stack.enter_context(nginx_in_front(tmp_path, api.url))
         exporter = stack.enter_context(nginx_exporter(tmp_path, proxy))
         targets = {"pet-classifier": [api.url.removeprefix("http://")], "pet-classifier-proxy": [exporter]}
         prom = prometheus(stack, tmp_path, targets, free_port())
