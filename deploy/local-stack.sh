@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The monitoring stack as local processes on loopback: `make monitor-up` / `make monitor-down`.
 # Service :8000 (Gunicorn) behind the pod's nginx on :8080, as Kind publishes it, and nginx's
-# exporter on :9113 (reading stub_status on :8081), as in the pod; Prometheus :9090, Alertmanager :9093, SMTP sink :1025 (mail kept in .monitor/mail, read with
-# `make mail`), MLflow UI :5001. Configs are rendered from deploy/k8s/app/nginx.conf,
-# prometheus/ and alertmanager/ (the one source); nothing is hand-copied.
+# exporter on :9113 (reading stub_status on :8081), as in the pod; Prometheus :9090,
+# Alertmanager :9093, SMTP sink :1025 (mail kept in .monitor/mail, read with `make mail`),
+# MLflow UI :5001. Configs are rendered from deploy/k8s/app/nginx.conf, prometheus/ and
+# alertmanager/ (the one source); nothing is hand-copied.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 STATE=.monitor
