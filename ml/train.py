@@ -33,9 +33,10 @@ from ml.features import backbone_features, decoded_images
 from ml.fileio import atomic_writer
 from ml.images import normalise
 from ml.metrics import classification_metrics, confusion_png, curves_png
-from ml.models import CLASSES, Top, get_spec, imagenet_weights_path
+from ml.models import CLASSES, PetNet, Top, get_spec, imagenet_weights_path
 
 Prepare = Callable[[torch.Tensor, bool], torch.Tensor]  # (batch, training) → model input
+Data = dict[str, tuple[torch.Tensor, torch.Tensor]]  # split → (inputs, labels)
 
 
 @dataclass
@@ -105,7 +106,7 @@ def predict(module: nn.Module, x: torch.Tensor, prepare: Prepare, device: torch.
 
 def fit(
     module: nn.Module,
-    data: dict[str, tuple[torch.Tensor, torch.Tensor]],
+    data: Data,
     prepare: Prepare,
     p: TrainParams,
     device: torch.device,
@@ -172,7 +173,7 @@ def fit(
 def linear_probe(
     head: nn.Module,
     top: Top,
-    data: dict[str, tuple[torch.Tensor, torch.Tensor]],
+    data: Data,
     p: TrainParams,
     device: torch.device,
 ) -> None:
@@ -224,6 +225,36 @@ def image_prepare(params: Params, mean: tuple[float, ...], std: tuple[float, ...
     return prepare
 
 
+def training_inputs(
+    params: Params, model: PetNet, rows: dict[str, list[ManifestRow]], source: Path, cache_dir: Path
+) -> tuple[Data, nn.Module, Prepare]:
+    """Each split decoded once, or embedded once by the frozen backbone (cached on disk), with the
+    module that trains on it and how a batch is prepared."""
+    spec = get_spec(params.model.name)
+    device = next(model.parameters()).device
+    workers = params.train.threads - 1  # decode in a separate process when a core is spare
+    labels = {s: torch.tensor([CLASSES.index(r.label) for r in rows[s]]) for s in SPLITS}
+    size = params.model.image_size
+    if not params.model.freeze_backbone:
+        images = {s: decoded_images(rows[s], source, size, cache_dir, workers) for s in SPLITS}
+        data = {s: (torch.from_numpy(images[s]), labels[s]) for s in SPLITS}
+        return data, model, image_prepare(params, spec.mean, spec.std)
+    model.eval()
+    cut = params.model.finetune_blocks
+    backbone_id = f"{params.model.name}:{file_sha256(imagenet_weights_path())[:16]}" + (f":trunk-{cut}" if cut else "")
+
+    def embed(batch: torch.Tensor) -> torch.Tensor:
+        x = normalise(batch, spec.mean, spec.std)
+        return model.trunk(x, cut) if cut else model.features(x)
+
+    features = {
+        s: backbone_features(embed, rows[s], source, size, cache_dir, backbone_id, workers, device) for s in SPLITS
+    }
+    data = {s: (torch.from_numpy(features[s]), labels[s]) for s in SPLITS}
+    trainable: nn.Module = model.top(cut) if cut else model.classifier
+    return data, trainable, feature_prepare(params.train.augment.hflip and cut > 0)
+
+
 def run(
     params: Params, manifest: Path, source: Path, out_dir: Path, cache_dir: Path, reports: Path, limit: int | None
 ) -> dict[str, Any]:
@@ -238,10 +269,8 @@ def run(
     empty = [s for s, r in split_rows.items() if not r]
     if empty:
         raise DataError(f"the manifest has no photos in split(s) {', '.join(empty)}")
-    labels = {s: torch.tensor([CLASSES.index(r.label) for r in split_rows[s]]) for s in SPLITS}
     spec = get_spec(params.model.name)
     model = spec.build(spec.pretrained).to(device)
-    workers = params.train.threads - 1  # decode in a separate process when a core is spare
 
     tracking.configure(params.mlflow.experiment)
     manifest_sha = file_sha256(manifest)
@@ -253,48 +282,7 @@ def run(
             mlflow.log_artifact(str(data_report), "data")
 
         cache_start = time.perf_counter()
-        if params.model.freeze_backbone:
-            model.eval()
-            cut = params.model.finetune_blocks
-            backbone_id = f"{params.model.name}:{file_sha256(imagenet_weights_path())[:16]}" + (
-                f":trunk-{cut}" if cut else ""
-            )
-
-            def embed(batch: torch.Tensor) -> torch.Tensor:
-                x = normalise(batch, spec.mean, spec.std)
-                return model.trunk(x, cut) if cut else model.features(x)
-
-            data = {
-                s: (
-                    torch.from_numpy(
-                        backbone_features(
-                            embed,
-                            split_rows[s],
-                            source,
-                            params.model.image_size,
-                            cache_dir,
-                            backbone_id,
-                            workers,
-                            device,
-                        )
-                    ),
-                    labels[s],
-                )
-                for s in SPLITS
-            }
-            trainable: nn.Module = model.top(cut) if cut else model.classifier
-            prepare: Prepare = feature_prepare(params.train.augment.hflip and cut > 0)
-        else:
-            data = {
-                s: (
-                    torch.from_numpy(
-                        decoded_images(split_rows[s], source, params.model.image_size, cache_dir, workers)
-                    ),
-                    labels[s],
-                )
-                for s in SPLITS
-            }
-            trainable, prepare = model, image_prepare(params, spec.mean, spec.std)
+        data, trainable, prepare = training_inputs(params, model, split_rows, source, cache_dir)
         cache_seconds = time.perf_counter() - cache_start
 
         def log_epoch(row: dict[str, float]) -> None:
@@ -307,8 +295,9 @@ def run(
         result = fit(trainable, data, prepare, params.train, device, log_epoch)
         provenance = {"manifest_sha256": manifest_sha, "mlflow_run_id": active.info.run_id, "git_commit": commit}
         trainable.load_state_dict(result.best_state)
+        test_labels, test_inputs = data["test"][1], data["test"][0]
         test = classification_metrics(
-            labels["test"].numpy(), predict(trainable, data["test"][0], prepare, device)[:, 1].numpy()
+            test_labels.numpy(), predict(trainable, test_inputs, prepare, device)[:, 1].numpy()
         )
         seconds = time.perf_counter() - started
         card = save_release(
@@ -316,16 +305,22 @@ def run(
             _card(params, spec, test, result, seconds, cache_seconds, len(rows), provenance, device),
             out_dir,
         )
-
-        _write_history(result.history, reports / "train_history.csv")
-        mlflow.log_metrics({f"test_{k}": float(v) for k, v in test.items() if isinstance(v, float)})
-        mlflow.log_metrics({"train_seconds": seconds, "images_per_second": card["training"]["images_per_second"]})
-        cm_png = confusion_png(test["confusion_matrix"], reports / "confusion_matrix.png", "Test confusion matrix")
-        mlflow.log_artifact(str(cm_png), "plots")
-        mlflow.log_artifact(str(curves_png(result.history, reports / "learning_curves.png")), "plots")
-        mlflow.log_artifact(str(reports / "train_history.csv"), "plots")
-        mlflow.log_artifacts(str(out_dir), "model")
+        _log_results(test, result, card, out_dir, reports)
     return card
+
+
+def _log_results(test: dict[str, Any], result: FitResult, card: dict[str, Any], out_dir: Path, reports: Path) -> None:
+    """Test metrics, timing and the pictures (confusion matrix, curves) into the active MLflow run."""
+    _write_history(result.history, reports / "train_history.csv")
+    mlflow.log_metrics({f"test_{k}": float(v) for k, v in test.items() if isinstance(v, float)})
+    mlflow.log_metrics(
+        {"train_seconds": card["training"]["seconds"], "images_per_second": card["training"]["images_per_second"]}
+    )
+    cm_png = confusion_png(test["confusion_matrix"], reports / "confusion_matrix.png", "Test confusion matrix")
+    mlflow.log_artifact(str(cm_png), "plots")
+    mlflow.log_artifact(str(curves_png(result.history, reports / "learning_curves.png")), "plots")
+    mlflow.log_artifact(str(reports / "train_history.csv"), "plots")
+    mlflow.log_artifacts(str(out_dir), "model")
 
 
 def _card(
