@@ -42,7 +42,7 @@ from PIL import Image
 
 from app.inference import Classifier
 from app.local_server import gunicorn, nginx_binary, nginx_in_front
-from ml.artifact import load_release, predict_proba
+from ml.artifact import ReleaseModel, load_release, predict_proba
 from ml.export import load_package
 from ml.images import MAX_JPEG_SCANS, ImageError, normalise, open_rgb, to_tensor
 
@@ -181,12 +181,8 @@ def bench_camera_folder(folder: Path, size: int) -> None:
     print(f"{len(ratios)} photos from {folder}: median {statistics.median(ratios):.1f}x faster with draft mode")
 
 
-def bench_inference_options(model_dir: Path, package: Path) -> None:
-    torch.set_num_threads(1)
-    release = load_release(model_dir)
-    size = release.image_size
-    x = torch.randint(0, 256, (1, 3, size, size), dtype=torch.uint8)
-    reference = predict_proba(release, x)
+def inference_options(release: ReleaseModel, package: Path, x: torch.Tensor) -> dict[str, Callable[[], torch.Tensor]]:
+    """Each way tried of running the release model on ``x``, as a call returning probabilities."""
     model = release.model
 
     def eager() -> torch.Tensor:
@@ -228,7 +224,16 @@ def bench_inference_options(model_dir: Path, package: Path) -> None:
                 return torch.softmax(nchw.classifier(feats), 1)
 
         options["inference_mode, NCHW layout"] = contiguous
-    for name, fn in options.items():
+    return options
+
+
+def bench_inference_options(model_dir: Path, package: Path) -> None:
+    torch.set_num_threads(1)
+    release = load_release(model_dir)
+    size = release.image_size
+    x = torch.randint(0, 256, (1, 3, size, size), dtype=torch.uint8)
+    reference = predict_proba(release, x)
+    for name, fn in inference_options(release, package, x).items():
         for _ in range(3):
             fn()
         same = torch.allclose(fn(), reference, atol=1e-4)
