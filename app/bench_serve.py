@@ -370,6 +370,14 @@ def bench_throughput(
             # Once the raw processes are gone: PSS splits shared pages among all who map them.
             mem = {"master": rss_kib(server.process.pid), **{f"worker {p}": rss_kib(p) for p in server.worker_pids()}}
     print(f"throughput: {workers} Gunicorn workers under wrk -c{workers} against {workers} processes x 1 thread")
+    ratio = report_throughput(served, raws, rounds)
+    print_memory(mem)
+    return ratio
+
+
+def report_throughput(served: list[tuple[str, dict[str, float]]], raws: list[float], rounds: int) -> float:
+    """Print each server slice against the raw slices either side of it, then the medians;
+    return the median ratio through nginx."""
     ratios: dict[str, list[float]] = {"direct": [], "nginx": []}
     for (name, got), before, after in zip(served, raws, raws[1:], strict=False):
         ratios[name].append(got["rps"] / ((before + after) / 2))
@@ -378,7 +386,6 @@ def bench_throughput(
             f"p95 {got['p95']:.1f} ms, p99 {got['p99']:.1f} ms, errors {got['errors']:.0f}, non-2xx "
             f"{got['non2xx']:.0f} | raw {after:6.1f} photos/s → {ratios[name][-1]:5.1%}"
         )
-    print_memory(mem)
     for name, what in (("direct", "Gunicorn directly"), ("nginx", "through the pod's nginx")):
         side = ratios[name]
         errors = sum(s["errors"] + s["non2xx"] for n, s in served if n == name)
