@@ -53,7 +53,10 @@ logconfig_dict: dict[str, Any] = {
             "rename_fields": {"levelname": "level"},
         }
     },
-    "filters": {"client_timeouts": {"()": "app.gunicorn_worker.ClientTimeoutFilter"}},
+    "filters": {
+        "client_timeouts": {"()": "app.gunicorn_worker.ClientTimeoutFilter"},
+        "client_text": {"()": "app.gunicorn_worker.ClientTextFilter"},
+    },
     "handlers": {"stdout": {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stdout"}},
     "root": {"handlers": ["stdout"], "level": "INFO"},
     "loggers": {
@@ -61,7 +64,7 @@ logconfig_dict: dict[str, Any] = {
             "handlers": ["stdout"],
             "level": "INFO",
             "propagate": False,
-            "filters": ["client_timeouts"],
+            "filters": ["client_timeouts", "client_text"],
         },
         "gunicorn.access": {"handlers": [], "level": "WARNING", "propagate": False},
     },

@@ -25,6 +25,9 @@ from app.settings import Settings
 from ml.models import CLASSES
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+# What an access line may say of a request's method: these, or "<other>" for a client's own word.
+HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"})
+UNKNOWN_PATH, OTHER_METHOD = "<unknown>", "<other>"
 access_log = logging.getLogger("app.access")
 
 
@@ -88,20 +91,26 @@ def _request_hooks(app: Flask) -> None:
         g.status = response.status_code  # for the access line written at teardown
         return response
 
+    # A path is logged as the route it matched (a template where it has a variable part), so
+    # a client's own text never reaches the logs: an unknown path is "<unknown>".
+    routes = {rule.rule for rule in app.url_map.iter_rules()}
+
     @app.teardown_request
     def _log(_exc: BaseException | None) -> None:
         if "started" not in g:
             return
         if g.in_flight:
             in_flight.dec()
-        # Only what is safe to keep: no query strings, file names or image bytes.
+        rule = request.url_rule.rule if request.url_rule else None  # None too for 404 and 405
+        path = rule or (request.path if request.path in routes else UNKNOWN_PATH)
+        # Only what is safe to keep: no query strings, file names, image bytes or client text.
         access_log.info(
             "request",
             extra={
                 "event": "access",
                 "request_id": g.request_id,
-                "method": request.method,
-                "path": request.path,
+                "method": request.method if request.method in HTTP_METHODS else OTHER_METHOD,
+                "path": path,
                 "status": g.get("status", None),
                 "latency_ms": round((time.perf_counter() - g.started) * 1000, 3),
             },

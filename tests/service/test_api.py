@@ -289,6 +289,31 @@ def test_logs_are_json_and_never_hold_file_names(client: FlaskClient, capsys: py
     assert all("secret-owner-name" not in json.dumps(line) for line in lines)
 
 
+def test_access_lines_name_routes_never_a_clients_own_text(
+    client: FlaskClient, capsys: pytest.CaptureFixture[str]
+) -> None:
+    capsys.readouterr()
+    sent = [
+        ("GET", "/shelter/Jane-Doe-555-0100?pet=Whiskers"),  # 404: no route
+        ("GET", "/docs/assets/Jane-Doe.js"),  # 404 under a route with a variable part
+        ("GET", "/predict?owner=Jane-Doe"),  # 405 on a known path
+        ("JANEDOE", "/health"),  # a method of the client's own
+        ("GET", "/health?owner=Jane-Doe"),
+    ]
+    statuses = [client.open(path, method=method).status_code for method, path in sent]
+    assert statuses == [404, 404, 405, 405, 200]
+    out = capsys.readouterr().out
+    assert "Jane" not in out and "Whiskers" not in out
+    access = [json.loads(line) for line in out.splitlines() if '"event": "access"' in line]
+    assert [(a["method"], a["path"], a["status"]) for a in access] == [
+        ("GET", "<unknown>", 404),
+        ("GET", "/docs/assets/<path:filename>", 404),
+        ("GET", "/predict", 405),
+        ("<other>", "/health", 405),
+        ("GET", "/health", 200),
+    ]
+
+
 def test_fault_switch_gives_json_500(tiny_model: Path, tmp_path: Path) -> None:
     app: Flask = create_app({"MODEL_DIR": str(tiny_model), "FAULT_INJECTION": True, "FEEDBACK_DIR": str(tmp_path)})
     resp = post_file(app.test_client(), jpeg_bytes((1, 2, 3)))

@@ -216,6 +216,31 @@ def test_a_stalled_upload_gets_408_and_the_worker_lives_on(tiny_model: Path, tmp
         assert_the_worker_shrugged_it_off(server, worker)
 
 
+def test_requests_gunicorn_cannot_parse_are_logged_without_the_clients_text(tiny_model: Path, tmp_path: Path) -> None:
+    """Gunicorn quotes a malformed request's bytes in its warning; only its own words are kept."""
+    sent = [
+        b"GET /x Jane-Doe\r\n\r\n",  # not an HTTP version
+        b"jane /x HTTP/1.1\r\n\r\n",  # not a method
+        b"GET /x HTTP/1.1\r\nJane Doe: 1\r\n\r\n",  # not a header name
+        b"GET /x HTTP/1.1\r\nHost: a\r\nX: Jane\r\n Doe\r\n\r\n",  # obsolete line folding
+    ]
+    with gunicorn(tmp_path, tiny_model, workers=1) as server:
+        for raw in sent:
+            with connect(server.url, timeout=10) as sock:
+                sock.sendall(raw)
+                assert b"".join(iter(lambda: sock.recv(65536), b"")).startswith(b"HTTP/1.1 400")
+        wait_for("the warnings", lambda: sum("Invalid request" in line for line in server.log_lines()) == len(sent), 5)
+        lines = server.log_lines()
+    assert not [line for line in lines if "Jane" in line or "jane" in line]
+    warned = [json.loads(line)["message"] for line in lines if "Invalid request" in line]
+    assert warned == [
+        "Invalid request from ip=127.0.0.1: Invalid HTTP Version",
+        "Invalid request from ip=127.0.0.1: Invalid HTTP method",
+        "Invalid request from ip=127.0.0.1: Invalid HTTP header name",
+        "Invalid request from ip=127.0.0.1: Obsolete line folding is unacceptable",
+    ]
+
+
 def trickle(url: str, head: bytes, seconds: float = 12) -> bytes:
     """Send ``head``, then a byte every 0.3 s (never silent for long) until the server answers or
     closes; what it sent back."""
