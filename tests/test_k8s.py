@@ -177,6 +177,30 @@ def test_the_pods_nginx_fronts_gunicorn_with_the_apis_limits(docs: list[Doc]) ->
     assert f"request bodies are limited to {limit} bytes" in conf  # nginx's 413, worded as the API's
 
 
+def nginx_map(variable: str) -> dict[str, str]:
+    """nginx.conf's ``map ... $variable`` block as {key: value}, quotes removed."""
+    block = re.search(r"^    map \$\w+ \$" + variable + r" \{\n(.*?)\n    \}", NGINX_CONF.read_text(), re.M | re.S)
+    assert block, variable
+    pairs = (line.strip().removesuffix(";").split(None, 1) for line in block[1].splitlines())
+    return {key: value.strip('"') for key, value in pairs}
+
+
+def test_nginx_names_requests_in_its_log_as_the_api_does(tmp_path: Path) -> None:
+    """nginx's own access lines name a request by the API's route or "<unknown>", and by a
+    standard method or "<other>", as the API's lines do: never by the client's text."""
+    from app import HTTP_METHODS, OTHER_METHOD, UNKNOWN_PATH, create_app
+
+    app = create_app({"MODEL_DIR": str(tmp_path / "no-model"), "FEEDBACK_DIR": str(tmp_path)})
+    routes = {rule.rule for rule in app.url_map.iter_rules()}
+    paths, methods = nginx_map("pet_log_path"), nginx_map("pet_log_method")
+    assert paths.pop("default") == UNKNOWN_PATH and methods.pop("default") == OTHER_METHOD
+    assert set(paths.values()) == routes
+    for key, route in paths.items():  # an exact path names itself; a prefix, the route it starts
+        assert route.startswith(key[2:]) and "<" in route if key.startswith("~^") else key == route
+    assert methods == {method: method for method in HTTP_METHODS}
+    assert '"method": "$pet_log_method", "path": "$pet_log_path"' in NGINX_CONF.read_text()
+
+
 def test_the_exporter_reads_the_status_page_nginx_serves_on_the_pods_loopback(docs: list[Doc]) -> None:
     """proxy-metrics scrapes the stub_status that nginx.conf serves (tests/service/test_proxy.py
     runs both), and Prometheus scrapes the exporter through the headless Service."""

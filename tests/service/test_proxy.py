@@ -152,6 +152,27 @@ def test_the_proxys_own_errors_are_json(proxy: Proxy) -> None:
     assert [a["status"] for a in own_answers(proxy, 2)] == [400, 404]
 
 
+def test_the_proxys_own_lines_never_hold_a_clients_text(proxy: Proxy) -> None:
+    """nginx answers these itself (413 past its body limit, 400 for what is not HTTP) and logs
+    each as the API would: by route or "<unknown>", and by method or "<other>"."""
+    too_big = b"x" * (Settings.max_upload_bytes + 1)
+    assert requests.post(f"{proxy.url}/predict?owner=Jane", data=too_big, timeout=30).status_code == 413
+    assert requests.post(f"{proxy.url}/shelter/Jane-Doe", data=too_big, timeout=30).status_code == 413
+    assert requests.request("JANE", f"{proxy.url}/predict", data=too_big, timeout=30).status_code == 413
+    with connect(proxy.url) as sock:
+        sock.sendall(b"GET /Jane Doe HTTP/1.1\r\n\r\n")
+        assert b"".join(iter(lambda: sock.recv(65536), b"")).startswith(b"HTTP/1.1 400")
+    lines = own_answers(proxy, 4)  # in the order nginx finished them, once it had read the bodies
+    assert "Jane" not in proxy.stdout.read_text()
+    assert "Jane" not in (proxy.stdout.parent / "stderr.log").read_text()  # nginx's error log
+    assert sorted((a["method"], a["path"], a["status"]) for a in lines) == [
+        ("<other>", "/predict", 413),
+        ("GET", "<unknown>", 400),
+        ("POST", "/predict", 413),
+        ("POST", "<unknown>", 413),
+    ]
+
+
 def test_request_ids_follow_the_apis_rule_on_either_side(proxy: Proxy) -> None:
     assert predict(proxy.url, headers={"X-Request-ID": "staff-upload-7"}).headers["X-Request-ID"] == "staff-upload-7"
     bad_id = {"X-Request-ID": "not allowed: spaces"}
