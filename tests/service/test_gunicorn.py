@@ -241,6 +241,20 @@ def test_requests_gunicorn_cannot_parse_are_logged_without_the_clients_text(tiny
     ]
 
 
+def test_a_request_gunicorn_failed_on_is_logged_without_its_uri() -> None:
+    """Gunicorn logs "Error handling request GET /path?query" with the traceback; the traceback stays."""
+    import logging
+
+    from app.gunicorn_worker import ClientTextFilter
+
+    record = logging.LogRecord("gunicorn.error", logging.ERROR, __file__, 1, "Error handling request %s %s", None, None)
+    record.args = ("GET", "/shelter/Jane-Doe?pet=Whiskers")
+    record.exc_info = (RuntimeError, RuntimeError("boom"), None)
+    assert ClientTextFilter().filter(record)
+    assert record.getMessage() == "Error handling request (its method and URI are not logged)"
+    assert record.exc_info[1] is not None and record.levelno == logging.ERROR
+
+
 def trickle(url: str, head: bytes, seconds: float = 12) -> bytes:
     """Send ``head``, then a byte every 0.3 s (never silent for long) until the server answers or
     closes; what it sent back."""
