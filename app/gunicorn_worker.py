@@ -7,10 +7,14 @@ so does one that trickles a byte every few seconds. Here each read waits at most
 ``UPLOAD_IDLE_SECONDS``, and the whole request must arrive within ``UPLOAD_DEADLINE_SECONDS``
 of the connection being accepted. Past either limit during the headers the connection is
 closed; during the upload the app answers 408 (app/errors.py). Either way the worker lives on.
+
+Requests Gunicorn cannot parse get the API's JSON error instead of its HTML page, and the
+filters below keep a client's own text out of Gunicorn's log lines (gunicorn.conf.py).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -57,7 +61,39 @@ class DeadlineSocket:
         return getattr(self._sock, name)
 
 
+# What Gunicorn's own error pages say, in the API's JSON shape and nginx's words for the same
+# case (deploy/k8s/app/nginx.conf); never the client's bytes, which Gunicorn's page quotes.
+_OWN_ERRORS = {
+    400: ("bad_request", "the request could not be read as HTTP"),
+    500: ("internal_error", "the server failed to handle this request"),
+}
+
+
+class JsonErrorSocket:
+    """The client socket, as Gunicorn's ``handle_error`` writes its HTML error page to it: the
+    page goes out as the API's JSON error ``{"error", "detail"}`` with the same status."""
+
+    def __init__(self, sock: Any) -> None:
+        self._sock = sock
+
+    def sendall(self, data: bytes) -> None:
+        status_line = data.split(b"\r\n", 1)[0].decode("latin-1")  # "HTTP/1.1 400 Bad Request"
+        _version, code, reason = status_line.split(" ", 2)
+        error, detail = _OWN_ERRORS.get(int(code), (reason.lower().replace(" ", "_"), reason))
+        body = json.dumps({"error": error, "detail": detail}).encode() + b"\n"
+        head = f"{status_line}\r\nConnection: close\r\nContent-Type: application/json\r\n"
+        self._sock.sendall(f"{head}Content-Length: {len(body)}\r\n\r\n".encode("latin-1") + body)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sock, name)
+
+
 class TimeLimitedSyncWorker(SyncWorker):  # type: ignore[misc]
+    def handle_error(self, req: Any, client: Any, addr: Any, exc: BaseException) -> None:
+        # Bad input gets JSON here too: requests Gunicorn cannot parse, when it faces clients
+        # itself (`make serve`; in the pod nginx answers those first, in the same words).
+        super().handle_error(req, JsonErrorSocket(client), addr, exc)
+
     def accept(self, listener: Any) -> None:
         client: socket.socket
         client, addr = listener.accept()

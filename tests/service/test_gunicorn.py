@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import time
@@ -21,6 +22,7 @@ from tests.service.conftest import ROOT, connect, metric_sum, run_python
 from tests.service.stack import wait_for
 
 N = 24
+BAD_REQUEST = {"error": "bad_request", "detail": "the request could not be read as HTTP"}
 
 
 def predict(url: str, i: int) -> dict[str, object]:
@@ -216,8 +218,13 @@ def test_a_stalled_upload_gets_408_and_the_worker_lives_on(tiny_model: Path, tmp
         assert_the_worker_shrugged_it_off(server, worker)
 
 
-def test_requests_gunicorn_cannot_parse_are_logged_without_the_clients_text(tiny_model: Path, tmp_path: Path) -> None:
-    """Gunicorn quotes a malformed request's bytes in its warning; only its own words are kept."""
+def test_requests_gunicorn_cannot_parse_get_json_and_leave_no_client_text_in_the_log(
+    tiny_model: Path, tmp_path: Path
+) -> None:
+    """Gunicorn answers these itself with an HTML page and quotes their bytes in its warning: the
+    client gets the API's JSON error (nginx's words for the same case), the log Gunicorn's words."""
+    nginx_conf = (ROOT / "deploy" / "k8s" / "app" / "nginx.conf").read_text()
+    assert f"return 400 '{json.dumps(BAD_REQUEST)}" in nginx_conf  # the pod's nginx says the same
     sent = [
         b"GET /x Jane-Doe\r\n\r\n",  # not an HTTP version
         b"jane /x HTTP/1.1\r\n\r\n",  # not a method
@@ -228,7 +235,10 @@ def test_requests_gunicorn_cannot_parse_are_logged_without_the_clients_text(tiny
         for raw in sent:
             with connect(server.url, timeout=10) as sock:
                 sock.sendall(raw)
-                assert b"".join(iter(lambda: sock.recv(65536), b"")).startswith(b"HTTP/1.1 400")
+                head, body = b"".join(iter(lambda: sock.recv(65536), b"")).split(b"\r\n\r\n", 1)
+            assert head.startswith(b"HTTP/1.1 400 ") and b"Content-Type: application/json" in head
+            assert int(re.search(rb"Content-Length: (\d+)", head)[1]) == len(body)  # type: ignore[index]
+            assert json.loads(body) == BAD_REQUEST
         wait_for("the warnings", lambda: sum("Invalid request" in line for line in server.log_lines()) == len(sent), 5)
         lines = server.log_lines()
     assert not [line for line in lines if "Jane" in line or "jane" in line]
