@@ -65,7 +65,7 @@ class DeadlineSocket:
 # case (deploy/k8s/app/nginx.conf); never the client's bytes, which Gunicorn's page quotes.
 _OWN_ERRORS = {
     400: ("bad_request", "the request could not be read as HTTP"),
-    500: ("internal_error", "the server failed to handle this request"),
+    500: ("internal_error", "the server failed to handle this request"),  # app/errors.py; a test ties them
 }
 
 

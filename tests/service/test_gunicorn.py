@@ -265,6 +265,31 @@ def test_a_request_gunicorn_failed_on_is_logged_without_its_uri() -> None:
     assert record.exc_info[1] is not None and record.levelno == logging.ERROR
 
 
+def test_gunicorns_own_500_reads_as_the_apis(tiny_model: Path, tmp_path: Path) -> None:
+    """A request Gunicorn fails on outside the app gets the app's own 500 body, in JSON."""
+    from gunicorn import util
+
+    from app import create_app
+    from app.gunicorn_worker import JsonErrorSocket
+    from tests.service.test_api import post_file
+
+    class Wire:
+        sent = b""
+
+        def sendall(self, data: bytes) -> None:
+            self.sent += data
+
+        def gettimeout(self) -> float:
+            return 0.0
+
+    wire = Wire()
+    util.write_error(JsonErrorSocket(wire), 500, "Internal Server Error", "GET /Jane-Doe")
+    head, body = wire.sent.split(b"\r\n\r\n", 1)
+    assert head.startswith(b"HTTP/1.1 500 Internal Server Error\r\n") and b"application/json" in head
+    app = create_app({"MODEL_DIR": str(tiny_model), "FAULT_INJECTION": True, "FEEDBACK_DIR": str(tmp_path)})
+    assert json.loads(body) == post_file(app.test_client(), b"x").get_json()  # the app's own 500
+
+
 def trickle(url: str, head: bytes, seconds: float = 12) -> bytes:
     """Send ``head``, then a byte every 0.3 s (never silent for long) until the server answers or
     closes; what it sent back."""
