@@ -8,6 +8,13 @@ from flask import Flask, Response, jsonify
 from werkzeug.exceptions import ClientDisconnected, HTTPException, RequestEntityTooLarge
 
 log = logging.getLogger("app.errors")
+# (error, detail) of a failure the server did not foresee; Gunicorn's own 500 says it too.
+INTERNAL_ERROR = ("internal_error", "the server failed to handle this request")
+
+
+def error_name(reason: str) -> str:
+    """An HTTP reason phrase as an ``error`` tag: "Not Found" -> "not_found"."""
+    return reason.lower().replace(" ", "_")
 
 
 class ApiError(Exception):
@@ -32,8 +39,7 @@ def init_app(app: Flask) -> None:
 
     @app.errorhandler(HTTPException)
     def _http(exc: HTTPException) -> tuple[Response, int]:
-        name = (exc.name or "error").lower().replace(" ", "_")
-        return error_response(exc.code or 500, name, exc.description or "")
+        return error_response(exc.code or 500, error_name(exc.name or "error"), exc.description or "")
 
     @app.errorhandler(ClientDisconnected)
     def _disconnected(exc: ClientDisconnected) -> tuple[Response, int]:
@@ -46,4 +52,4 @@ def init_app(app: Flask) -> None:
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> tuple[Response, int]:
         log.exception("unhandled error", extra={"event": "unhandled_error"})
-        return error_response(500, "internal_error", "the server failed to handle this request")
+        return error_response(500, *INTERNAL_ERROR)

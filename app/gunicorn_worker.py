@@ -25,6 +25,8 @@ from typing import Any
 from gunicorn import util
 from gunicorn.workers.sync import SyncWorker
 
+from app.errors import INTERNAL_ERROR, error_name
+
 # Read once, when Gunicorn loads this class, not on every accepted connection.
 IDLE_SECONDS = float(os.environ.get("UPLOAD_IDLE_SECONDS", "10"))
 DEADLINE_SECONDS = float(os.environ.get("UPLOAD_DEADLINE_SECONDS", "20"))
@@ -61,12 +63,10 @@ class DeadlineSocket:
         return getattr(self._sock, name)
 
 
-# What Gunicorn's own error pages say, in the API's JSON shape and nginx's words for the same
-# case (deploy/k8s/app/nginx.conf); never the client's bytes, which Gunicorn's page quotes.
-_OWN_ERRORS = {
-    400: ("bad_request", "the request could not be read as HTTP"),
-    500: ("internal_error", "the server failed to handle this request"),  # app/errors.py; a test ties them
-}
+# What Gunicorn's own error pages say, in the API's JSON shape: for 400 nginx's words for the
+# same case (deploy/k8s/app/nginx.conf), for 500 the app's; never the client's bytes, which
+# Gunicorn's page quotes.
+_OWN_ERRORS = {400: ("bad_request", "the request could not be read as HTTP"), 500: INTERNAL_ERROR}
 
 
 class JsonErrorSocket:
@@ -79,7 +79,7 @@ class JsonErrorSocket:
     def sendall(self, data: bytes) -> None:
         status_line = data.split(b"\r\n", 1)[0].decode("latin-1")  # "HTTP/1.1 400 Bad Request"
         _version, code, reason = status_line.split(" ", 2)
-        error, detail = _OWN_ERRORS.get(int(code), (reason.lower().replace(" ", "_"), reason))
+        error, detail = _OWN_ERRORS.get(int(code), (error_name(reason), reason))
         body = json.dumps({"error": error, "detail": detail}).encode() + b"\n"
         head = f"{status_line}\r\nConnection: close\r\nContent-Type: application/json\r\n"
         self._sock.sendall(f"{head}Content-Length: {len(body)}\r\n\r\n".encode("latin-1") + body)
