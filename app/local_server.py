@@ -45,7 +45,7 @@ def _listening(port: int) -> bool:
         return False
 
 
-def _wait_until(
+def wait_until(
     ready: Callable[[], bool], proc: subprocess.Popen[bytes], timeout: float, what: str, log: Callable[[], str]
 ) -> None:
     """Poll ``ready`` until it holds; a RuntimeError with the end of ``log`` if ``proc`` exits
@@ -114,7 +114,7 @@ def gunicorn(
         )
     server = Server(f"http://127.0.0.1:{port}", proc, log)
     try:
-        _wait_until(
+        wait_until(
             lambda: server.ready_workers() >= workers and _healthy(server.url),
             proc,
             ready_timeout,
@@ -186,7 +186,7 @@ def nginx_in_front(tmp: Path, upstream: str, binary: str = "nginx") -> Iterator[
     with stdout.open("wb") as out, stderr.open("wb") as err:
         proc = subprocess.Popen(cmd, stdout=out, stderr=err)
     try:
-        _wait_until(lambda: _listening(port), proc, 10, "nginx listening", stderr.read_text)
+        wait_until(lambda: _listening(port), proc, 10, "nginx listening", stderr.read_text)
         yield Proxy(f"http://127.0.0.1:{port}", proc, stdout, f"http://127.0.0.1:{status}/stub_status")
     finally:
         if proc.poll() is None:
