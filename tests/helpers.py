@@ -57,7 +57,9 @@ def prepared(source: Path, out: Path) -> Path:
 
 def nginx_connection_limit() -> int:
     """limit_conn in the pod's nginx.conf: requests at once per pod, past which it answers 429."""
-    conf = (Path(__file__).resolve().parent.parent / "deploy" / "k8s" / "app" / "nginx.conf").read_text()
+    from app.local_server import PROXY_CONF
+
+    conf = PROXY_CONF.read_text()
     found = re.search(r"^\s*limit_conn pod (\d+);", conf, re.MULTILINE)
     assert found, "no 'limit_conn pod N;' in nginx.conf"
     return int(found[1])

@@ -36,6 +36,18 @@ def connect(url: str, timeout: float = 30) -> socket.socket:
     return socket.create_connection((host, int(port)), timeout=timeout)
 
 
+def read_all(sock: socket.socket) -> bytes:
+    """What the server sends until it closes the connection."""
+    return b"".join(iter(lambda: sock.recv(65536), b""))
+
+
+def exchange(url: str, raw: bytes, timeout: float = 30) -> bytes:
+    """Send ``raw`` on a fresh connection; the whole reply, once the server has closed."""
+    with connect(url, timeout) as sock:
+        sock.sendall(raw)
+        return read_all(sock)
+
+
 def metric_sum(url: str, name: str) -> float:
     """``name`` on the server's /metrics, summed over its label sets (and so over workers)."""
     text = requests.get(f"{url}/metrics", headers={"Connection": "close"}, timeout=10).text

@@ -16,9 +16,9 @@ import pytest
 import requests
 
 from app import local_server
-from app.local_server import Server, gunicorn
+from app.local_server import PROXY_CONF, Server, gunicorn
 from tests.conftest import jpeg_bytes
-from tests.service.conftest import ROOT, connect, metric_sum, run_python
+from tests.service.conftest import ROOT, connect, exchange, metric_sum, read_all, run_python
 from tests.service.stack import wait_for
 
 N = 24
@@ -209,12 +209,12 @@ def test_a_stalled_upload_gets_408_and_the_worker_lives_on(tiny_model: Path, tmp
             with connect(server.url, timeout=10) as sock:
                 head = f"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: {content_type}\r\n{length}\r\n\r\n"
                 sock.sendall(head.encode() + sent)
-                reply = b"".join(iter(lambda: sock.recv(65536), b"")).decode()  # and it sends no more
+                reply = read_all(sock).decode()  # and it sends no more
             assert reply.startswith("HTTP/1.1 408"), reply
             assert json.loads(reply.split("\r\n\r\n", 1)[1])["error"] == "upload_timeout"
         with connect(server.url, timeout=10) as sock:
             sock.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\n")  # and the headers never end
-            assert b"".join(iter(lambda: sock.recv(65536), b"")) == b""  # closed, no HTML 500
+            assert read_all(sock) == b""  # closed, no HTML 500
         assert_the_worker_shrugged_it_off(server, worker)
 
 
@@ -223,8 +223,7 @@ def test_requests_gunicorn_cannot_parse_get_json_and_leave_no_client_text_in_the
 ) -> None:
     """Gunicorn answers these itself with an HTML page and quotes their bytes in its warning: the
     client gets the API's JSON error (nginx's words for the same case), the log Gunicorn's words."""
-    nginx_conf = (ROOT / "deploy" / "k8s" / "app" / "nginx.conf").read_text()
-    assert f"return 400 '{json.dumps(BAD_REQUEST)}" in nginx_conf  # the pod's nginx says the same
+    assert f"return 400 '{json.dumps(BAD_REQUEST)}" in PROXY_CONF.read_text()  # the pod's nginx says the same
     sent = [
         b"GET /x Jane-Doe\r\n\r\n",  # not an HTTP version
         b"jane /x HTTP/1.1\r\n\r\n",  # not a method
@@ -233,9 +232,7 @@ def test_requests_gunicorn_cannot_parse_get_json_and_leave_no_client_text_in_the
     ]
     with gunicorn(tmp_path, tiny_model, workers=1) as server:
         for raw in sent:
-            with connect(server.url, timeout=10) as sock:
-                sock.sendall(raw)
-                head, body = b"".join(iter(lambda: sock.recv(65536), b"")).split(b"\r\n\r\n", 1)
+            head, body = exchange(server.url, raw, timeout=10).split(b"\r\n\r\n", 1)
             assert head.startswith(b"HTTP/1.1 400 ") and b"Content-Type: application/json" in head
             assert int(re.search(rb"Content-Length: (\d+)", head)[1]) == len(body)  # type: ignore[index]
             assert json.loads(body) == BAD_REQUEST

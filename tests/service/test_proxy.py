@@ -29,7 +29,7 @@ from app import local_server
 from app.local_server import Proxy, Server, free_port, gunicorn
 from app.settings import Settings
 from tests.conftest import jpeg_bytes
-from tests.service.conftest import ROOT, connect, schema_for
+from tests.service.conftest import ROOT, connect, exchange, read_all, schema_for
 from tests.service.stack import nginx_exporter, nginx_in_front, prometheus, query, wait_for
 
 PHOTO = jpeg_bytes((200, 60, 50), size=(320, 240))
@@ -85,7 +85,7 @@ def slow_upload(url: str, seconds: float, started: threading.Event | None = None
                 time.sleep(seconds / 20)
         except (BrokenPipeError, ConnectionResetError):
             pass  # the server answered early and closed: read its answer
-        return b"".join(iter(lambda: sock.recv(65536), b""))
+        return read_all(sock)
 
 
 def status_and_json(reply: bytes) -> tuple[int, dict[str, object]]:
@@ -143,9 +143,7 @@ def test_the_proxy_refuses_exactly_what_the_api_refuses_with_the_same_json(api: 
 
 
 def test_the_proxys_own_errors_are_json(proxy: Proxy) -> None:
-    with connect(proxy.url) as sock:
-        sock.sendall(b"NOT HTTP AT ALL\r\n\r\n")
-        status, body = status_and_json(b"".join(iter(lambda: sock.recv(65536), b"")))
+    status, body = status_and_json(exchange(proxy.url, b"NOT HTTP AT ALL\r\n\r\n"))
     assert (status, body["error"]) == (400, "bad_request")
     hidden = requests.get(f"{proxy.url}/.proxy/bad_request", timeout=10)  # nginx's internal page
     assert hidden.status_code == 404 and set(hidden.json()) == {"error", "detail"}
@@ -159,9 +157,7 @@ def test_the_proxys_own_lines_never_hold_a_clients_text(proxy: Proxy) -> None:
     assert requests.post(f"{proxy.url}/predict?owner=Jane", data=too_big, timeout=30).status_code == 413
     assert requests.post(f"{proxy.url}/shelter/Jane-Doe", data=too_big, timeout=30).status_code == 413
     assert requests.request("JANE", f"{proxy.url}/predict", data=too_big, timeout=30).status_code == 413
-    with connect(proxy.url) as sock:
-        sock.sendall(b"GET /Jane Doe HTTP/1.1\r\n\r\n")
-        assert b"".join(iter(lambda: sock.recv(65536), b"")).startswith(b"HTTP/1.1 400")
+    assert exchange(proxy.url, b"GET /Jane Doe HTTP/1.1\r\n\r\n").startswith(b"HTTP/1.1 400")
     lines = own_answers(proxy, 4)  # in the order nginx finished them, once it had read the bodies
     assert "Jane" not in proxy.stdout.read_text()
     assert "Jane" not in (proxy.stdout.parent / "stderr.log").read_text()  # nginx's error log
@@ -240,7 +236,7 @@ def test_sigquit_lets_the_upload_in_flight_finish_and_takes_no_new_ones(proxy: P
         else:
             pytest.fail("nginx still takes connections after SIGQUIT")
         sock.sendall(body[-1000:])
-        status, answer = status_and_json(b"".join(iter(lambda: sock.recv(65536), b"")))
+        status, answer = status_and_json(read_all(sock))
     assert (status, answer["error"]) == (415, "not_an_image")  # the API's verdict: the body got through
     assert proxy.process.wait(timeout=10) == 0
 
