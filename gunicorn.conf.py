@@ -47,11 +47,7 @@ logconfig_dict: dict[str, Any] = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {
-        "json": {
-            "()": "pythonjsonlogger.json.JsonFormatter",
-            "format": "%(asctime)s %(levelname)s %(name)s %(process)d %(message)s",
-            "rename_fields": {"levelname": "level"},
-        }
+        "json": {"()": "app.observability.JsonLineFormatter"},
     },
     "filters": {
         "client_timeouts": {"()": "app.gunicorn_worker.ClientTimeoutFilter"},

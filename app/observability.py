@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from datetime import UTC, datetime
 from typing import Any
 
 from flask import Flask
@@ -34,17 +35,30 @@ class _StdoutHandler(logging.StreamHandler):  # type: ignore[type-arg]
         pass
 
 
+class JsonLineFormatter(JsonFormatter):
+    """One JSON object per line: asctime, level, name, process, message, then the extras.
+
+    The app's and Gunicorn's lines (gunicorn.conf.py) use it, and the pod's nginx writes its
+    own in the same shape (deploy/k8s/app/nginx.conf). The time is RFC 3339 in UTC with
+    milliseconds, as nginx writes it in a container: logging's default has no zone.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(
+            "%(asctime)s %(levelname)s %(name)s %(process)d %(message)s", rename_fields={"levelname": "level"}
+        )
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        return datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds")
+
+
 def configure_logging(level: str = "INFO") -> None:
     """One JSON object per line on stdout, for every logger (idempotent)."""
     root = logging.getLogger()
     if any(isinstance(h.formatter, JsonFormatter) for h in root.handlers):
         return  # already JSON: Gunicorn's logconfig_dict, or an earlier call
     handler = _StdoutHandler()
-    handler.setFormatter(
-        JsonFormatter(
-            "%(asctime)s %(levelname)s %(name)s %(process)d %(message)s", rename_fields={"levelname": "level"}
-        )
-    )
+    handler.setFormatter(JsonLineFormatter())
     root.addHandler(handler)
     root.setLevel(level)
 

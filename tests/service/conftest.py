@@ -18,6 +18,8 @@ from app import create_app
 
 ROOT = Path(__file__).resolve().parents[2]
 RELEASE = ROOT / "models"
+# The time in every JSON log line, the API's, Gunicorn's and the pod's nginx's: RFC 3339, milliseconds.
+RFC3339_MS = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}(Z|[+-]\d\d:\d\d)"
 
 
 def schema_for(spec: dict[str, Any], path: str, method: str, status: int) -> dict[str, Any]:

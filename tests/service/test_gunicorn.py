@@ -18,7 +18,7 @@ import requests
 from app import local_server
 from app.local_server import PROXY_CONF, Server, gunicorn
 from tests.conftest import jpeg_bytes
-from tests.service.conftest import ROOT, connect, exchange, metric_sum, read_all, run_python
+from tests.service.conftest import RFC3339_MS, ROOT, connect, exchange, metric_sum, read_all, run_python
 from tests.service.stack import wait_for
 
 N = 24
@@ -73,6 +73,9 @@ def test_metrics_and_feedback_across_workers(tiny_model: Path, tiny_package: Pat
         assert list(pool.map(send_feedback, bodies[:4])) == [409] * 4
 
         events = [json.loads(line) for line in server.log_lines() if line.startswith("{")]
+        # Gunicorn's own lines and the app's share one formatter (app/observability.py).
+        assert {"gunicorn.error", "app.access"} <= {e["name"] for e in events}
+        assert all(re.fullmatch(RFC3339_MS, e["asctime"]) for e in events), events[0]
         served_by = {e["request_id"]: e["process"] for e in events if e.get("event") == "prediction"}
         judged_by = {e["request_id"]: e["process"] for e in events if e.get("event") == "feedback"}
         assert len(set(served_by.values())) == 2, "both workers should have served predictions"

@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,7 @@ from app import local_server
 from app.local_server import Proxy, Server, free_port, gunicorn
 from app.settings import Settings
 from tests.conftest import jpeg_bytes
-from tests.service.conftest import ROOT, connect, exchange, read_all, schema_for
+from tests.service.conftest import RFC3339_MS, ROOT, connect, exchange, read_all, schema_for
 from tests.service.stack import nginx_exporter, nginx_in_front, prometheus, query, wait_for
 
 PHOTO = jpeg_bytes((200, 60, 50), size=(320, 240))
@@ -169,6 +170,30 @@ def test_the_proxys_own_lines_never_hold_a_clients_text(proxy: Proxy) -> None:
     ]
 
 
+def test_the_proxys_lines_have_the_apis_fields_time_and_latency_in_milliseconds(api: Server, proxy: Proxy) -> None:
+    """One parser reads both: the same fields (and upstream_status), the same RFC 3339 time
+    with milliseconds, and a query for slow requests (latency_ms > 1000) finds nginx's lines as
+    well as the API's: nginx turns its "1.234" seconds into 1234 milliseconds."""
+    request_id = "shape-check"
+    assert requests.get(f"{proxy.url}/health", headers={"X-Request-ID": request_id}, timeout=10).ok
+    wait_for("the API's line", lambda: any(request_id in line for line in api.log_lines()), 5)
+    apis = next(json.loads(line) for line in api.log_lines() if request_id in line)
+    with connect(proxy.url) as sock:  # a header line without a colon, after a pause: nginx's 400
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n")
+        time.sleep(1.2)
+        sock.sendall(b"no colon here\r\n\r\n")
+        assert read_all(sock).startswith(b"HTTP/1.1 400")
+    assert requests.get(f"{proxy.url}/.proxy/bad_request", timeout=10).status_code == 404
+    slow, quick = own_answers(proxy, 2)
+    assert set(slow) == set(apis) | {"upstream_status"}, (slow, apis)
+    assert (slow["status"], slow["upstream_status"], quick["upstream_status"]) == (400, "", "")
+    assert isinstance(slow["latency_ms"], int) and 1200 <= slow["latency_ms"] < 5000, slow
+    assert isinstance(quick["latency_ms"], int) and 0 <= quick["latency_ms"] < 1000, quick
+    times = [datetime.fromisoformat(line["asctime"]) for line in (apis, slow, quick)]
+    assert all(re.fullmatch(RFC3339_MS, line["asctime"]) for line in (apis, slow, quick)), (apis, slow, quick)
+    assert times == sorted(times) and (times[-1] - times[0]).total_seconds() < 10, times
+
+
 def test_request_ids_follow_the_apis_rule_on_either_side(proxy: Proxy) -> None:
     assert predict(proxy.url, headers={"X-Request-ID": "staff-upload-7"}).headers["X-Request-ID"] == "staff-upload-7"
     bad_id = {"X-Request-ID": "not allowed: spaces"}
@@ -199,9 +224,12 @@ def test_past_64_requests_at_once_the_next_is_told_to_retry(proxy: Proxy) -> Non
 def test_with_the_api_down_clients_get_503_json_and_retry_after(tmp_path: Path) -> None:
     with nginx_in_front(tmp_path, f"127.0.0.1:{free_port()}") as proxy:  # nothing listens upstream
         resp = requests.post(f"{proxy.url}/predict", files={"file": ("p.jpg", PHOTO)}, timeout=10)
+        line = own_answers(proxy, 1)
     assert resp.status_code == 503 and resp.json()["error"] == "service_unavailable", resp.text
     assert_documented("/predict", "post", 503, resp.json())
     assert resp.headers["Retry-After"] == "5" and resp.headers["X-Request-ID"]
+    # The why, which nginx's error log no longer holds (nginx.conf): the API refused the connection.
+    assert [(a["status"], a["upstream_status"]) for a in line] == [(503, "502")]
 
 
 def buffering_to_disk(proxy: Proxy) -> bool:
