@@ -13,7 +13,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from PIL import Image
 
-from app import create_app
+from app import SECURITY_HEADERS, create_app
 from tests.conftest import jpeg_bytes, many_scans_jpeg
 from tests.service.conftest import encode
 
@@ -318,6 +318,26 @@ def test_fault_switch_gives_json_500(tiny_model: Path, tmp_path: Path) -> None:
     app: Flask = create_app({"MODEL_DIR": str(tiny_model), "FAULT_INJECTION": True, "FEEDBACK_DIR": str(tmp_path)})
     resp = post_file(app.test_client(), jpeg_bytes((1, 2, 3)))
     assert resp.status_code == 500 and resp.get_json()["error"] == "internal_error"
+    assert SECURITY_HEADERS.items() <= dict(resp.headers).items()  # an unhandled error's answer too
+
+
+def test_every_answer_carries_the_security_headers(client: FlaskClient) -> None:
+    """Pages, JSON, static files and errors alike (tests/service/test_browser.py checks that
+    both pages work under the policy in Chromium)."""
+    answers = [
+        client.get("/", headers={"Accept": "text/html"}),
+        client.get("/docs"),
+        client.get("/static/app.js"),
+        client.get("/health"),
+        post_file(client, jpeg_bytes((1, 2, 3))),
+        post_file(client, b"not a photo"),
+        client.get("/predict"),
+        client.get("/no/such/page"),
+        client.post("/predict", data=b"x" * (client.application.config["MAX_UPLOAD_BYTES"] + 1)),
+    ]
+    assert [r.status_code for r in answers] == [200, 200, 200, 200, 200, 415, 405, 404, 413]
+    for resp in answers:
+        assert SECURITY_HEADERS.items() <= dict(resp.headers).items(), (resp.request.path, resp.headers)
 
 
 # A fresh process, as a Gunicorn worker starts: nothing large freed yet to move glibc's thresholds.

@@ -41,6 +41,7 @@ def page(tmp_path: Path) -> Iterator[tuple[Any, Server]]:
         "--window-size=900,1000",
     ):
         options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})  # the console, for console_errors()
     with gunicorn(tmp_path, ROOT / "models", workers=1) as server:
         browser = webdriver.Chrome(options=options, service=Service(driver_path))
         try:
@@ -50,6 +51,12 @@ def page(tmp_path: Path) -> Iterator[tuple[Any, Server]]:
             yield browser, server
         finally:
             browser.quit()
+
+
+def console_errors(browser: Any) -> list[str]:
+    """What the page's console reported as errors since the last call: a script's exception, a
+    resource that failed to load, anything the Content-Security-Policy refused."""
+    return [entry["message"] for entry in browser.get_log("browser") if entry["level"] == "SEVERE"]
 
 
 def upload(browser: Any, photo: Path) -> str:
@@ -80,6 +87,9 @@ def test_upload_a_cat_photo_through_the_page(page: tuple[Any, Server], real_phot
     assert label == "cat"
     assert confidence.endswith("% sure")
     assert browser.find_element(By.ID, "feedback-status").text == "Thank you!"
+    # Under the API's Content-Security-Policy: the page, its icon, the preview, both fetches.
+    assert console_errors(browser) == []
+    assert browser.find_element(By.ID, "preview").get_property("naturalWidth") > 0  # shown from a blob: URL
     # A photo already below twice the model's input size goes up as it is.
     assert metric_sum(server.url, "input_image_bytes_sum") == photo.stat().st_size
 
@@ -150,3 +160,21 @@ def test_the_page_says_so_when_the_service_cannot_be_reached(page: tuple[Any, Se
     server.process.wait(timeout=30)
     assert upload(browser, real_photos / "Cat" / "1.jpg").startswith("the service could not be reached")
     assert browser.find_element(By.ID, "file").is_enabled()  # and the page takes another photo
+
+
+def test_swagger_ui_shows_every_operation_under_the_apis_content_security_policy(page: tuple[Any, Server]) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from app import SECURITY_HEADERS
+
+    browser, server = page
+    docs = requests.get(f"{server.url}/docs", timeout=10)
+    assert docs.headers["Content-Security-Policy"] == SECURITY_HEADERS["Content-Security-Policy"]
+    spec = requests.get(f"{server.url}/openapi.json", timeout=10).json()
+    operations = sum(len(methods) for methods in spec["paths"].values())
+    browser.get(f"{server.url}/docs")
+    WebDriverWait(browser, 30).until(lambda b: len(b.find_elements(By.CSS_SELECTOR, ".opblock")) == operations)
+    browser.find_element(By.CSS_SELECTOR, ".opblock-summary").click()  # one opened: its parameters drawn
+    WebDriverWait(browser, 10).until(lambda b: b.find_elements(By.CSS_SELECTOR, ".opblock-body"))
+    assert console_errors(browser) == []
