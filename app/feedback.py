@@ -8,7 +8,9 @@ token twice on one replica is refused.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import itertools
 import os
 import time
 from dataclasses import dataclass
@@ -64,8 +66,9 @@ class FeedbackTokens:
     def _forget_expired(self) -> None:
         """Markers older than the token lifetime can never match again; drop a few each time."""
         cutoff = time.time() - self.ttl
-        for i, entry in enumerate(os.scandir(self.seen_dir)):
-            if i >= 64:
-                break
-            if entry.stat().st_mtime < cutoff:
-                Path(entry.path).unlink(missing_ok=True)
+        with os.scandir(self.seen_dir) as entries:
+            for entry in itertools.islice(entries, 64):
+                # Another worker may drop the same marker between the listing and the stat.
+                with contextlib.suppress(FileNotFoundError):
+                    if entry.stat().st_mtime < cutoff:
+                        os.unlink(entry.path)
