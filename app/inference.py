@@ -63,7 +63,12 @@ class Classifier:
         self.engine = "eager"
         if package:
             self._use_package(Path(package), threads)
-        self.warm_up()
+        try:
+            self.warm_up()
+        except Exception as exc:  # whatever breaks the first inference, the worker must still serve /health
+            self.release, self.engine = None, "none"
+            self.error = f"the model failed its warm-up inference: {type(exc).__name__}: {exc}"
+            log.error(self.error, extra={"event": "model_load_failed", "model_dir": model_dir})
 
     def _use_package(self, package: Path, threads: int) -> None:
         assert self.release is not None

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, ValidationError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -27,6 +28,35 @@ CARD_FILE = "model.json"
 
 class ModelLoadError(RuntimeError):
     """The release model is missing, altered or inconsistent with its card."""
+
+
+class _Normalization(BaseModel):
+    mean: tuple[float, float, float]
+    std: tuple[PositiveFloat, PositiveFloat, PositiveFloat]
+
+
+class _Weights(BaseModel):
+    file: str
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+
+
+class _TestMetrics(BaseModel):
+    accuracy: float = Field(ge=0, le=1)
+
+
+class _Card(BaseModel):
+    """What using the weights needs of model.json, each field of the type it must have: a card
+    edited by hand is refused with the reason, never met later as a crash. Other fields
+    (training figures, lineage) are free."""
+
+    model_config = ConfigDict(strict=True)
+    architecture: str
+    version: str
+    image_size: PositiveInt
+    classes: list[str]
+    normalization: _Normalization
+    weights: _Weights
+    test_metrics: _TestMetrics
 
 
 @dataclass(frozen=True)
@@ -75,13 +105,16 @@ def read_card(model_dir: Path) -> dict[str, Any]:
     path = model_dir / CARD_FILE
     if not path.is_file():
         raise ModelLoadError(f"model card not found: {path}")
+    text = path.read_text()
     try:
-        card = json.loads(path.read_text())
+        card = json.loads(text)
     except json.JSONDecodeError as exc:
         raise ModelLoadError(f"model card {path} is not valid JSON: {exc}") from None
-    missing = [k for k in ("architecture", "image_size", "classes", "normalization", "weights") if k not in card]
-    if missing:
-        raise ModelLoadError(f"model card {path} lacks {', '.join(missing)}")
+    try:
+        _Card.model_validate_json(text)  # JSON mode: an array is a tuple, and no int is a string
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in err['loc']) or 'card'}: {err['msg']}" for err in exc.errors())
+        raise ModelLoadError(f"model card {path} is not usable: {problems}") from None
     return dict(card)
 
 

@@ -25,6 +25,7 @@ def test_round_trip_gives_the_same_predictions(tmp_path: Path) -> None:
             "image_size": 16,
             "classes": ["cat", "dog"],
             "normalization": {"mean": [0.5] * 3, "std": [0.5] * 3},
+            "test_metrics": {"accuracy": 0.5},
         },
         tmp_path,
     )
@@ -59,7 +60,7 @@ def test_missing_files_and_bad_cards(tmp_path: Path) -> None:
         load_release(tmp_path)
     del card["image_size"]
     (tmp_path / "model.json").write_text(json.dumps(card))
-    with pytest.raises(ModelLoadError, match="lacks image_size"):
+    with pytest.raises(ModelLoadError, match="image_size: Field required"):
         load_release(tmp_path)
     (tmp_path / "model.safetensors").unlink()
     card["image_size"] = 16

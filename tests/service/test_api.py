@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import shutil
 import struct
 import zlib
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -255,21 +258,39 @@ def test_a_package_of_other_weights_falls_back_to_eager_with_one_log_line(
     assert len(refused) == 1 and refused[0]["level"] == "WARNING" and "pet.weights_sha256" in refused[0]["message"]
 
 
-@pytest.mark.parametrize("problem", ["missing", "corrupt"])
+# A model card edited by hand, and what /ready says of it.
+CARD_DAMAGE: dict[str, tuple[Callable[[dict[str, Any]], object], str]] = {
+    "no version": (lambda card: card.pop("version"), "version: Field required"),
+    "image_size as text": (lambda card: card.update(image_size="256"), "image_size: Input should be a valid integer"),
+    "accuracy null": (lambda card: card["test_metrics"].update(accuracy=None), "test_metrics.accuracy"),
+    "two means": (lambda card: card["normalization"].update(mean=[0.5, 0.5]), "normalization.mean"),
+    "weights as text": (lambda card: card.update(weights="model.safetensors"), "weights: Input should be"),
+    "too small for the network": (lambda card: card.update(image_size=2), "failed its warm-up inference"),
+}
+
+
+@pytest.mark.parametrize("problem", ["missing", "corrupt", *CARD_DAMAGE])
 def test_no_model_means_not_ready_but_alive(
     tiny_model: Path, tmp_path: Path, problem: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    model_dir = tmp_path / "model"
-    if problem == "corrupt":
-        import shutil
-
+    """A model missing, altered or with a broken card: alive, not ready, with the reason."""
+    model_dir, reason = tmp_path / "model", {"missing": "not found", "corrupt": "sha256"}.get(problem, "")
+    if problem != "missing":
         shutil.copytree(tiny_model, model_dir)
+    if problem == "corrupt":
         (model_dir / "model.safetensors").write_bytes(b"\x00" * 100)
+    if problem in CARD_DAMAGE:
+        damage, reason = CARD_DAMAGE[problem]
+        card = json.loads((model_dir / "model.json").read_text())
+        damage(card)
+        (model_dir / "model.json").write_text(json.dumps(card))
     app = create_app({"MODEL_DIR": str(model_dir), "FEEDBACK_DIR": str(tmp_path / "seen")})
     client = app.test_client()
     assert client.get("/health").status_code == 200
     ready = client.get("/ready")
-    assert ready.status_code == 503 and ready.get_json()["ready"] is False and ready.get_json()["reason"]
+    assert ready.status_code == 503 and ready.get_json()["ready"] is False, ready.get_json()
+    assert reason in ready.get_json()["reason"], ready.get_json()
+    assert client.get("/version").status_code == 503
     assert post_file(client, jpeg_bytes((1, 2, 3))).status_code == 503
     assert "model_ready 0.0" in client.get("/metrics").get_data(as_text=True)
     page = client.get("/", headers={"Accept": "text/html"})  # still opens, and sends photos as they are
