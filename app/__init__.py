@@ -82,6 +82,7 @@ def publish_model_state(app: Flask) -> None:
         service_metrics.model_info.labels(
             card["version"], card.get("mlflow_run_id", ""), card["architecture"], classifier.engine
         ).set(1)
+        service_metrics.model_test_accuracy.labels(card["version"]).set(card["test_metrics"]["accuracy"])
     service_metrics.model_ready.set(1 if classifier.ready else 0)
 
 

@@ -105,6 +105,13 @@ class ServiceMetrics:
             multiprocess_mode="livemax",
             registry=r,
         )
+        self.model_test_accuracy = Gauge(
+            "model_test_accuracy",
+            "The served model's accuracy on the held-back test split (its model card): live accuracy's yardstick",
+            ["version"],
+            multiprocess_mode="livemax",
+            registry=r,
+        )
         self.model_ready = Gauge(
             "model_ready", "1 when the model is loaded and warmed up", multiprocess_mode="livemin", registry=r
         )

@@ -78,7 +78,12 @@ MODEL: list[Panel] = [
         "percentunit",
         "stat",
     ),
-    ("Live accuracy from feedback", [("job:feedback_accuracy:ratio_rate6h", "{{job}}")], "percentunit", "stat"),
+    (
+        "Live accuracy from feedback (6 h) against the test split",
+        [("job:feedback_accuracy:ratio_rate6h", "live, 6 h"), ("job:model_test_accuracy:max", "test split")],
+        "percentunit",
+        "stat",
+    ),
     (
         "Dog share of predictions (baseline 50%)",
         [("job:predictions_dog_share:ratio_rate6h", "{{job}}")],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import struct
 import zlib
@@ -207,6 +208,7 @@ def test_metrics_count_predictions_rejections_and_model(client: FlaskClient) -> 
     assert total == 3
     assert 'rejected_inputs_total{reason="not_an_image"} 1.0' in text
     assert "model_ready 1.0" in text and 'model_info{architecture="tiny_cnn",engine="eager"' in text
+    assert re.search(r'^model_test_accuracy\{version="tiny_cnn-[0-9a-f]{12}"\} 0\.5$', text, re.M), text
     for name in (
         "prediction_confidence_bucket",
         "model_inference_seconds_bucket",

@@ -43,6 +43,8 @@ def test_metrics_and_feedback_across_workers(tiny_model: Path, tiny_package: Pat
         assert requests.get(f"{server.url}/ready", timeout=10).json()["engine"] == "aotinductor"
         # Set in the master before the fork, published again by each worker: it read 0 before.
         assert [metric_sum(server.url, "model_ready") for _ in range(4)] == [1.0] * 4
+        # One series, the card's figure, not one per process (tiny_model's card says 0.5).
+        assert [metric_sum(server.url, "model_test_accuracy") for _ in range(4)] == [0.5] * 4
         # The scrape is not a request in flight (it read 1 when idle); an upload on its way is,
         # whichever worker holds it and whichever answers /metrics.
         assert [metric_sum(server.url, "http_requests_in_flight") for _ in range(4)] == [0.0] * 4
