@@ -24,22 +24,23 @@ os.makedirs(_metrics_dir, exist_ok=True)
 os.environ.setdefault("FEEDBACK_DIR", os.path.join(_metrics_dir, "feedback-seen"))
 
 from app.gunicorn_worker import DEADLINE_SECONDS, READY_MESSAGE  # noqa: E402 (after the metrics folder is set)
+from app.settings import env_int  # noqa: E402 (each names its variable when it holds no usable number)
 
 wsgi_app = "app.wsgi:app"
-bind = f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '8000')}"
-workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
+bind = f"{os.environ.get('HOST', '127.0.0.1')}:{env_int('PORT', 8000)}"
+workers = env_int("WEB_CONCURRENCY", 2)
 # One request at a time per worker (inference is CPU-bound): Gunicorn's sync worker, plus
 # UPLOAD_IDLE_SECONDS and UPLOAD_DEADLINE_SECONDS on reading each request (app/gunicorn_worker.py).
 worker_class = "app.gunicorn_worker.TimeLimitedSyncWorker"
 preload_app = True  # load the model once in the master; workers share its pages copy-on-write
-timeout = int(os.environ.get("GUNICORN_TIMEOUT", "30"))
+timeout = env_int("GUNICORN_TIMEOUT", 30)
 if timeout <= DEADLINE_SECONDS:
     # Otherwise a slow upload is killed with its worker, and its client gets an HTML 500.
     raise SystemExit(f"UPLOAD_DEADLINE_SECONDS ({DEADLINE_SECONDS:g}) must be below GUNICORN_TIMEOUT ({timeout})")
-graceful_timeout = int(os.environ.get("GRACEFUL_TIMEOUT", "20"))  # SIGTERM: finish in-flight requests
+graceful_timeout = env_int("GRACEFUL_TIMEOUT", 20)  # SIGTERM: finish in-flight requests
 keepalive = 5
-max_requests = int(os.environ.get("GUNICORN_MAX_REQUESTS", "5000"))
-max_requests_jitter = int(os.environ.get("GUNICORN_MAX_REQUESTS_JITTER", "500"))
+max_requests = env_int("GUNICORN_MAX_REQUESTS", 5000, minimum=0)  # 0: never restart a worker
+max_requests_jitter = env_int("GUNICORN_MAX_REQUESTS_JITTER", 500, minimum=0)
 accesslog = None  # the app writes one JSON access line per request (with its request id)
 errorlog = "-"
 loglevel = os.environ.get("LOG_LEVEL", "info")
@@ -77,7 +78,7 @@ def post_fork(server: Any, worker: Any) -> None:
     # Threads are per process: set them in each worker, after the fork.
     import torch
 
-    torch.set_num_threads(int(os.environ.get("TORCH_THREADS", "1")))
+    torch.set_num_threads(env_int("TORCH_THREADS", 1))
 
 
 def post_worker_init(worker: Any) -> None:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 import socket
 import time
@@ -26,10 +25,11 @@ from gunicorn import util
 from gunicorn.workers.sync import SyncWorker
 
 from app.errors import INTERNAL_ERROR, error_name
+from app.settings import env_float
 
 # Read once, when Gunicorn loads this class, not on every accepted connection.
-IDLE_SECONDS = float(os.environ.get("UPLOAD_IDLE_SECONDS", "10"))
-DEADLINE_SECONDS = float(os.environ.get("UPLOAD_DEADLINE_SECONDS", "20"))
+IDLE_SECONDS = env_float("UPLOAD_IDLE_SECONDS", 10, minimum=0.1)
+DEADLINE_SECONDS = env_float("UPLOAD_DEADLINE_SECONDS", 20, minimum=0.1)
 # Logged by each worker as it enters its accept loop (gunicorn.conf.py's post_worker_init);
 # app/local_server.py waits for one per worker.
 READY_MESSAGE = "Worker ready with pid"

@@ -2,20 +2,42 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, TypeVar
+
+N = TypeVar("N", int, float)
+# itsdangerous signs feedback tokens with HMAC-SHA256: a short key could be found offline from
+# one token, and then anyone could forge feedback. 32 characters is what `openssl rand -hex 16` gives.
+MIN_SECRET_CHARS = 32
 
 
-def _env_int(name: str, default: int) -> int:
-    raw = os.environ.get(name)
-    if raw is None or raw == "":
+class SettingsError(ValueError):
+    """An environment variable the service cannot run with; the message names it."""
+
+
+def _env(name: str, default: N, minimum: N, parse: Callable[[str], N]) -> N:
+    raw = os.environ.get(name, "")
+    if raw == "":
         return default
     try:
-        return int(raw)
+        value = parse(raw)
     except ValueError:
-        raise ValueError(f"{name} must be an integer, got {raw!r}") from None
+        raise SettingsError(f"{name} must be a number, got {raw!r}") from None
+    if value < minimum:
+        raise SettingsError(f"{name} must be at least {minimum}, got {raw!r}")
+    return value
+
+
+def env_int(name: str, default: int, minimum: int = 1) -> int:
+    return _env(name, default, minimum, int)
+
+
+def env_float(name: str, default: float, minimum: float) -> float:
+    return _env(name, default, minimum, float)
 
 
 @dataclass(frozen=True)
@@ -34,14 +56,23 @@ class Settings:
 
     @classmethod
     def from_env(cls) -> Settings:
+        secret = os.environ.get("FEEDBACK_SECRET", "")
+        if not secret:
+            logging.getLogger("app.settings").warning(
+                "FEEDBACK_SECRET is unset: feedback tokens are signed with a random key, so only this "
+                "server accepts them, until it restarts",
+                extra={"event": "feedback_secret_unset"},
+            )
+        elif len(secret) < MIN_SECRET_CHARS:
+            raise SettingsError(f"FEEDBACK_SECRET must be at least {MIN_SECRET_CHARS} characters, got {len(secret)}")
         return cls(
             model_dir=os.environ.get("MODEL_DIR", cls.model_dir),
             model_package=os.environ.get("MODEL_PACKAGE", cls.model_package),
-            max_upload_bytes=_env_int("MAX_UPLOAD_BYTES", cls.max_upload_bytes),
-            feedback_secret=os.environ.get("FEEDBACK_SECRET") or secrets.token_hex(32),
-            feedback_ttl_seconds=_env_int("FEEDBACK_TTL_SECONDS", cls.feedback_ttl_seconds),
+            max_upload_bytes=env_int("MAX_UPLOAD_BYTES", cls.max_upload_bytes),
+            feedback_secret=secret or secrets.token_hex(32),
+            feedback_ttl_seconds=env_int("FEEDBACK_TTL_SECONDS", cls.feedback_ttl_seconds),
             feedback_dir=os.environ.get("FEEDBACK_DIR", ""),
-            torch_threads=_env_int("TORCH_THREADS", cls.torch_threads),
+            torch_threads=env_int("TORCH_THREADS", cls.torch_threads),
             service_version=os.environ.get("SERVICE_VERSION", cls.service_version),
             fault_injection=os.environ.get("FAULT_INJECTION", "") == "1",
         )
