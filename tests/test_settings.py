@@ -26,7 +26,9 @@ ROOT = Path(__file__).resolve().parents[1]
         ("FEEDBACK_SECRET", "hunter2", f"FEEDBACK_SECRET must be at least {MIN_SECRET_CHARS} characters, got 7"),
     ],
 )
-def test_an_unusable_value_is_refused_by_name(name: str, value: str, says: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_unusable_value_is_refused_by_name(
+    name: str, value: str, says: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv(name, value)
     with pytest.raises(SettingsError) as refused:
         Settings.from_env()
