@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
@@ -108,10 +109,20 @@ def predict() -> Response:
     return jsonify(body)
 
 
+def _json_object() -> Any:
+    """The body parsed as JSON, or None where it is not JSON at all."""
+    body = _whole_body(cache=True)  # cut short, a JSON body over the limit would read as malformed
+    if not request.is_json:
+        return None
+    try:
+        return json.loads(body)
+    except (ValueError, RecursionError):  # Flask's silent parsing lets RecursionError through: a 500
+        return None
+
+
 @bp.post("/feedback")
 def feedback() -> Response:
-    _whole_body(cache=True)  # cut short, a JSON body over the limit would read as malformed
-    payload = request.get_json(silent=True)
+    payload = _json_object()
     if not isinstance(payload, dict):
         raise ApiError(400, "invalid_json", 'send a JSON object {"feedback_token": "...", "label": "cat"|"dog"}')
     label = payload.get("label")

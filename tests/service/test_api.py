@@ -160,6 +160,8 @@ def test_feedback_correct_incorrect_duplicate(client: FlaskClient) -> None:
     [
         ("{not json", 400, "invalid_json"),
         ('["a list"]', 400, "invalid_json"),
+        ("[" * 100_000, 400, "invalid_json"),  # too deep for Python's parser: a RecursionError
+        ('{"a": ' * 50_000 + "1" + "}" * 50_000, 400, "invalid_json"),
         ('{"feedback_token": "x", "label": "hamster"}', 422, "invalid_label"),
         ('{"label": "cat"}', 400, "invalid_request"),
         ('{"feedback_token": "forged.token.value", "label": "cat"}', 403, "invalid_token"),
