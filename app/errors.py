@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from flask import Flask, Response, jsonify
+from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import ClientDisconnected, HTTPException, RequestEntityTooLarge
 
 log = logging.getLogger("app.errors")
@@ -35,6 +35,11 @@ def init_app(app: Flask) -> None:
     @app.errorhandler(RequestEntityTooLarge)
     def _too_large(exc: RequestEntityTooLarge) -> tuple[Response, int]:
         limit = app.config["MAX_CONTENT_LENGTH"]
+        if request.content_length is not None and request.content_length <= limit:
+            # Werkzeug's form limits refuse it, not the body's size: the same exception.
+            parts, memory = app.config["MAX_FORM_PARTS"], app.config["MAX_FORM_MEMORY_SIZE"]
+            detail = f"a form may have at most {parts} parts, and fields other than files at most {memory} bytes"
+            return error_response(413, "form_too_large", detail)
         return error_response(413, "file_too_large", f"request bodies are limited to {limit} bytes")
 
     @app.errorhandler(HTTPException)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import re
 import shutil
@@ -130,6 +131,19 @@ def awkward_images() -> dict[str, bytes]:
         "webp": encode(rgb, "WEBP"),
         "exif_rotated": encode(rgb, "JPEG", exif=exif.tobytes()),
     }
+
+
+def test_forms_past_werkzeugs_limits_are_told_which_limit(client: FlaskClient) -> None:
+    """Werkzeug refuses a form of too many parts, or a text field too large, with the exception
+    an oversized body raises: the answer must not blame the photo's size."""
+    many = b"".join(b'--B\r\nContent-Disposition: form-data; name="f%d"\r\n\r\nx\r\n' % i for i in range(1001))
+    note = {"note": "x" * 500_001, "file": (io.BytesIO(jpeg_bytes((1, 2, 3))), "p.jpg")}
+    for resp in (
+        client.post("/predict", data=many + b"--B--\r\n", content_type="multipart/form-data; boundary=B"),
+        client.post("/predict", data=note, content_type="multipart/form-data"),
+    ):
+        assert resp.status_code == 413 and resp.get_json()["error"] == "form_too_large", resp.get_json()
+        assert "at most 1000 parts" in resp.get_json()["detail"]
 
 
 @pytest.mark.parametrize("kind", sorted(awkward_images()))
