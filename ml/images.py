@@ -7,6 +7,8 @@ photo is seen the same way wherever it is classified.
 from __future__ import annotations
 
 import io
+import struct
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +30,12 @@ MAX_PIXELS_FULL_DECODE = 16_000_000
 # 28 s (libjpeg-turbo calls it LJT-01-003; only a scan limit helps). Encoders write 1 to 13.
 MAX_JPEG_SCANS = 64
 _SOS = b"\xff\xda"
+# Pillow warns of each malformed EXIF block it reads past ("Corrupt EXIF data", "Skipping tag
+# 410"): uploads hold plenty, and each warning was a line on stderr outside the JSON logs.
+warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.TiffImagePlugin")
+# Pillow warns between MAX_IMAGE_PIXELS and twice that (and refuses past it); open_rgb refuses
+# those photos itself with too_many_pixels, so the warning is only another stray line.
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 
 
 class ImageError(ValueError):
@@ -66,7 +74,7 @@ def open_rgb(source: str | Path | bytes, draft_size: int | None = None) -> Image
                 im.draft("RGB", (draft_size, draft_size))
             im.load()
             small = im if jpeg or not draft_size else _shrink(im, draft_size)
-            ImageOps.exif_transpose(small, in_place=True)  # a copy of 49 MP would cost 196 MB
+            _turn_upright(small)
             return _to_rgb(small)
     except ImageError:
         raise
@@ -79,6 +87,18 @@ def open_rgb(source: str | Path | bytes, draft_size: int | None = None) -> Image
         raise ImageError(reason, str(exc)) from exc
     except (ValueError, SyntaxError, EOFError) as exc:  # Pillow plugins raise these on junk.
         raise ImageError("unreadable", str(exc)) from exc
+    except RuntimeError as exc:  # libavif's "Failed to decode frame 0", found by fuzzing: was a 500
+        raise ImageError("unreadable", str(exc)) from exc
+
+
+def _turn_upright(im: Image.Image) -> None:
+    """Apply the EXIF orientation in place (a copy of 49 MP would cost 196 MB)."""
+    try:
+        ImageOps.exif_transpose(im, in_place=True)
+    except (TypeError, ValueError, struct.error):
+        # Pillow turns the pixels, then writes the EXIF block back without the orientation, and
+        # a tag whose value does not fit its type fails there. The block is not kept anyway.
+        pass
 
 
 def _shrink(im: Image.Image, size: int) -> Image.Image:

@@ -1,8 +1,13 @@
 from __future__ import annotations
 
 import io
+import os
+import random
 import struct
+import subprocess
+import sys
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,6 +24,8 @@ from ml.images import (
     to_tensor,
 )
 from tests.conftest import jpeg_bytes, many_scans_jpeg
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def encode(im: Image.Image, fmt: str, **kw: object) -> bytes:
@@ -68,6 +75,58 @@ def test_exif_orientation_is_applied() -> None:
     assert out.size == (20, 40)
     big = Image.new("RGBA", (1200, 600), (10, 200, 10, 255))  # reduced 2x before it is turned
     assert open_rgb(encode(big, "PNG", exif=exif.tobytes()), draft_size=256).size == (300, 600)
+
+
+def exif_jpeg(tiff: bytes, size: tuple[int, int] = (40, 20)) -> bytes:
+    """A JPEG whose APP1 segment holds ``tiff`` as its EXIF block, byte for byte."""
+    payload = b"Exif\x00\x00" + tiff
+    plain = encode(Image.new("RGB", size, (10, 200, 10)), "JPEG")
+    return plain[:2] + b"\xff\xe1" + struct.pack(">H", len(payload) + 2) + payload + plain[2:]
+
+
+# Big-endian TIFF, one IFD of two entries: a tag whose value does not fit its declared type
+# (ASCII "Cam" for SamplesPerPixel, a SHORT; or for YPosition, a RATIONAL), then Orientation 6.
+MISTYPED_EXIF = [
+    bytes.fromhex(f"4d4d002a00000008 0002 {tag} 0002 00000004 43616d00 0112 0003 00000001 00060000 00000000")
+    for tag in ("0115", "011f")
+]
+
+
+@pytest.mark.parametrize("tiff", MISTYPED_EXIF, ids=["short_tag_holding_text", "rational_tag_holding_text"])
+def test_a_mistyped_exif_tag_still_turns_the_photo(tiff: bytes) -> None:
+    """Pillow turns the pixels, then fails to write the EXIF block back (TypeError,
+    struct.error): found by fuzzing, it was a 500. The block is not kept, the turn is."""
+    assert open_rgb(exif_jpeg(tiff)).size == (20, 40)
+    assert open_rgb(exif_jpeg(tiff, (400, 200)), draft_size=64).size == (100, 200)  # drafted to 1/2
+
+
+def test_a_corrupt_avif_is_unreadable_not_a_crash() -> None:
+    """libavif's failures come up as RuntimeError (found by fuzzing: a 500)."""
+    avif = bytearray(encode(Image.effect_mandelbrot((64, 48), (-2, -1.5, 1, 1.5), 30).convert("RGB"), "AVIF"))
+    avif[-40] ^= 0xFF  # in the coded colour planes
+    with pytest.raises(ImageError) as refused:
+        open_rgb(bytes(avif), draft_size=32)
+    assert refused.value.reason == "unreadable" and "decode" in refused.value.detail
+
+
+def test_bad_uploads_leave_no_line_on_stderr() -> None:
+    """Pillow warns of each EXIF block it reads past ("Corrupt EXIF data", "Skipping tag
+    410") and of photos just past its pixel limit, which open_rgb refuses anyway: each warning
+    was a line outside the JSON logs."""
+    code = """
+from ml.images import ImageError, open_rgb
+from tests.test_images import MISTYPED_EXIF, bomb_png, exif_jpeg
+for tiff in MISTYPED_EXIF:
+    open_rgb(exif_jpeg(tiff[:-9] + b"\\xff" * 9))
+try:
+    open_rgb(bomb_png(8000, 8000))  # 64 MP: over 50 MP, under Pillow's own refusal at 100
+except ImageError as refused:
+    assert refused.reason == "too_many_pixels", refused
+else:
+    raise AssertionError("a 64 MP PNG was decoded")
+"""
+    run = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0 and run.stderr == "", run.stderr
 
 
 def test_animated_gif_gives_first_frame() -> None:
@@ -180,3 +239,52 @@ def test_normalise() -> None:
     x = normalise(batch, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
     assert x[0, 0].max() == pytest.approx(1.0)
     assert x[0, 1].min() == pytest.approx(-1.0)
+
+
+def fuzz_seeds() -> dict[str, bytes]:
+    """One small file per accepted format, EXIF included where the format carries it."""
+    im = Image.effect_mandelbrot((64, 48), (-2, -1.5, 1, 1.5), 30).convert("RGB")
+    exif = Image.Exif()
+    exif[0x0112], exif[0x010F], exif[0x9003] = 6, "Cam", "2026:01:01 00:00:00"
+    return {
+        "jpeg": encode(im, "JPEG", exif=exif.tobytes()),
+        "progressive_jpeg": encode(im, "JPEG", progressive=True),
+        "png": encode(im, "PNG", exif=exif.tobytes()),
+        "gif": encode(im.convert("P"), "GIF"),
+        "webp": encode(im, "WEBP", exif=exif.tobytes()),
+        "bmp": encode(im, "BMP"),
+        "avif": encode(im, "AVIF", quality=50),
+    }
+
+
+def mutate(data: bytes, rng: random.Random) -> bytes:
+    """A few bytes changed, the file cut short, or bytes inserted."""
+    out, roll = bytearray(data), rng.random()
+    if roll < 0.6:
+        for _ in range(rng.randint(1, 8)):
+            out[rng.randrange(len(out))] = rng.randrange(256)
+    elif roll < 0.8:
+        del out[rng.randrange(1, len(out)) :]
+    else:
+        at = rng.randrange(len(out))
+        out[at:at] = rng.randbytes(rng.randint(1, 16))
+    return bytes(out)
+
+
+def test_mutated_files_are_decoded_or_refused_never_a_crash() -> None:
+    """Seeded fuzzing of every accepted format: anything but an ImageError is a 500 in the API.
+    It found libavif's RuntimeError and Pillow's failure on mistyped EXIF tags (tests above).
+    FUZZ_CASES=1000000 runs a longer search; the failing input is named by its case number."""
+    rng, seeds = random.Random(20261125), fuzz_seeds()
+    outcomes = {"decoded": 0, "refused": 0}
+    for case in range(int(os.environ.get("FUZZ_CASES", "3000"))):
+        kind = rng.choice(sorted(seeds))
+        data = mutate(seeds[kind], rng)
+        try:
+            to_tensor(open_rgb(data, draft_size=32), 32)
+            outcomes["decoded"] += 1
+        except ImageError:
+            outcomes["refused"] += 1
+        except Exception as exc:  # any other exception is the finding
+            raise AssertionError(f"case {case}, a mutated {kind}: {type(exc).__name__}: {exc}") from exc
+    assert min(outcomes.values()) > 0, outcomes  # both paths were exercised
