@@ -6,6 +6,7 @@ photo is seen the same way wherever it is classified.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import struct
 import warnings
@@ -93,12 +94,10 @@ def open_rgb(source: str | Path | bytes, draft_size: int | None = None) -> Image
 
 def _turn_upright(im: Image.Image) -> None:
     """Apply the EXIF orientation in place (a copy of 49 MP would cost 196 MB)."""
-    try:
+    # Pillow turns the pixels, then writes the EXIF block back without the orientation, and a
+    # tag whose value does not fit its type fails there. The block is not kept anyway.
+    with contextlib.suppress(TypeError, ValueError, struct.error):
         ImageOps.exif_transpose(im, in_place=True)
-    except (TypeError, ValueError, struct.error):
-        # Pillow turns the pixels, then writes the EXIF block back without the orientation, and
-        # a tag whose value does not fit its type fails there. The block is not kept anyway.
-        pass
 
 
 def _shrink(im: Image.Image, size: int) -> Image.Image:
