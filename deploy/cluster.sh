@@ -11,7 +11,8 @@
 #
 # DEPLOY_TARGET=kind|local|auto (auto: kind where a Docker engine, kind and kubectl all work).
 # Secrets come from the environment (Jenkins withCredentials): SMTP_PASSWORD, and optionally
-# FEEDBACK_SECRET and GRAFANA_ADMIN_PASSWORD (generated once and kept in the cluster if unset).
+# FEEDBACK_SECRET (32 characters or more) and GRAFANA_ADMIN_PASSWORD (generated once and kept in
+# the cluster if unset).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p build
@@ -179,8 +180,16 @@ down() {
   fi
 }
 
+check_feedback_secret() {  # before anything changes: pods would only crash-loop on a short one
+  FEEDBACK_SECRET="${FEEDBACK_SECRET:-}" $PY -c 'import os, sys
+from app.settings import MIN_SECRET_CHARS
+secret = os.environ["FEEDBACK_SECRET"]
+if secret and len(secret) < MIN_SECRET_CHARS:
+    sys.exit(f"FEEDBACK_SECRET has {len(secret)} characters; the API refuses fewer than {MIN_SECRET_CHARS}")'
+}
+
 case "${1:-}" in
-  deploy) if [ "$(target)" = kind ]; then deploy_kind; else deploy_local; fi ;;
+  deploy) check_feedback_secret; if [ "$(target)" = kind ]; then deploy_kind; else deploy_local; fi ;;
   smoke) smoke ;;
   status) status ;;
   logs) logs ;;

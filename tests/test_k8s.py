@@ -292,6 +292,20 @@ def test_metrics_server_is_set_up_for_kind(docs: list[Doc]) -> None:
     assert api["spec"]["service"] == {"name": "metrics-server", "namespace": "kube-system"}
 
 
+def test_deploy_refuses_a_feedback_secret_the_api_would_refuse_before_changing_anything() -> None:
+    """Jenkins' FEEDBACK_SECRET goes into the cluster's Secret; a short one would leave every
+    pod crash-looping until the rollout timed out. Deploy stops at once, naming it."""
+    deployed = ROOT / "build" / "deploy.json"
+    before = deployed.read_bytes() if deployed.exists() else None
+    env = {**os.environ, "FEEDBACK_SECRET": "hunter2", "DEPLOY_TARGET": "local"}
+    run = subprocess.run(
+        ["bash", "deploy/cluster.sh", "deploy"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert run.returncode == 1, run.stdout + run.stderr
+    assert run.stderr.strip() == "FEEDBACK_SECRET has 7 characters; the API refuses fewer than 32", run.stderr
+    assert (deployed.read_bytes() if deployed.exists() else None) == before
+
+
 def secrets_created_by_deploy() -> dict[str, set[str]]:
     script = (ROOT / "deploy" / "cluster.sh").read_text()
     made: dict[str, set[str]] = {}
