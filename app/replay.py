@@ -18,6 +18,7 @@ from pathlib import Path
 import requests
 from tqdm import tqdm
 
+from app.smoke import service_url
 from ml.config import load_params
 from ml.data import DataError, read_manifest, select
 
@@ -56,7 +57,7 @@ def replay(
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--url", default="http://127.0.0.1:8000")
+    ap.add_argument("--url", type=service_url, default="http://127.0.0.1:8000")
     ap.add_argument("--rate", type=float, default=5.0, help="photos per second (0 = as fast as possible)")
     ap.add_argument("--count", type=int, default=200)
     ap.add_argument("--feedback-share", type=float, default=0.5)

@@ -16,6 +16,7 @@ import argparse
 import csv
 import sys
 import time
+import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -110,15 +111,24 @@ def wait_until_up(url: str, seconds: float) -> None:
             time.sleep(0.5)
 
 
+def service_url(text: str) -> str:
+    """An argparse type: the service's base URL, refused at once when requests cannot fetch it
+    (it was retried until --wait ran out, then reported as a service that did not answer)."""
+    parts = urllib.parse.urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise argparse.ArgumentTypeError(f"not an http(s) URL: {text!r}")
+    return text.rstrip("/")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--url", default="http://127.0.0.1:8000")
+    ap.add_argument("--url", type=service_url, default="http://127.0.0.1:8000")
     ap.add_argument("--predictions", type=Path, default=Path("reports/test_predictions.csv"))
     ap.add_argument("--params", type=Path, default=Path("params.yaml"))
     ap.add_argument("--source", type=Path, help="photo folder (default: params data.source)")
     ap.add_argument("--wait", type=float, default=30.0, help="seconds to wait for the service to answer")
     args = ap.parse_args(argv)
-    url = args.url.rstrip("/")
+    url = args.url
     try:
         source = args.source or Path(load_params(args.params).data.source)
         photos = known_photos(args.predictions, source)

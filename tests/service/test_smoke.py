@@ -83,3 +83,14 @@ def test_smoke_says_when_nothing_listens(real_photos: Path, capsys: pytest.Captu
     code = smoke_main(["--url", f"http://127.0.0.1:{free_port()}", "--source", str(real_photos), "--wait", "1"])
     assert code == 1
     assert "did not answer within 1 s" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("url", ["notaurl", "ftp://127.0.0.1:21", "http://"])
+def test_smoke_and_replay_refuse_what_is_no_service_url_at_once(url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    from app.replay import main as replay_main
+
+    for main in (smoke_main, replay_main):
+        with pytest.raises(SystemExit) as refused:
+            main(["--url", url])
+        assert refused.value.code == 2
+        assert "argument --url: not an http(s) URL" in capsys.readouterr().err
