@@ -137,6 +137,7 @@ def test_the_proxy_refuses_exactly_what_the_api_refuses_with_the_same_json(api: 
     assert proxied.json() == direct.json(), "nginx's 413 should read as the API's"
     assert_documented("/predict", "post", 413, proxied.json())
     assert proxied.headers["X-Request-ID"] == "big-1"
+    assert proxied.headers["X-Content-Type-Options"] == direct.headers["X-Content-Type-Options"] == "nosniff"
     # One byte less is the API's to judge: it gets through and is found not to be an image.
     at_limit = send(proxy.url, too_big[:-1])
     assert at_limit.status_code == 415 and at_limit.json()["error"] == "not_an_image", at_limit.text
@@ -144,10 +145,12 @@ def test_the_proxy_refuses_exactly_what_the_api_refuses_with_the_same_json(api: 
 
 
 def test_the_proxys_own_errors_are_json(proxy: Proxy) -> None:
-    status, body = status_and_json(exchange(proxy.url, b"NOT HTTP AT ALL\r\n\r\n"))
-    assert (status, body["error"]) == (400, "bad_request")
+    reply = exchange(proxy.url, b"NOT HTTP AT ALL\r\n\r\n")
+    assert status_and_json(reply)[0] == 400 and status_and_json(reply)[1]["error"] == "bad_request"
+    assert b"X-Content-Type-Options: nosniff" in reply.split(b"\r\n\r\n")[0].split(b"\r\n")
     hidden = requests.get(f"{proxy.url}/.proxy/bad_request", timeout=10)  # nginx's internal page
     assert hidden.status_code == 404 and set(hidden.json()) == {"error", "detail"}
+    assert hidden.headers["X-Content-Type-Options"] == "nosniff"
     assert [a["status"] for a in own_answers(proxy, 2)] == [400, 404]
 
 
@@ -210,7 +213,7 @@ def test_past_64_requests_at_once_the_next_is_told_to_retry(proxy: Proxy) -> Non
         while (busy := predict(proxy.url)).status_code == 200 and time.monotonic() < deadline:
             time.sleep(0.1)  # nginx has yet to read every header
         assert busy.status_code == 429 and busy.json()["error"] == "too_many_requests", busy.text
-        assert busy.headers["Retry-After"] == "2"
+        assert busy.headers["Retry-After"] == "2" and busy.headers["X-Content-Type-Options"] == "nosniff"
         assert_documented("/predict", "post", 429, busy.json())
     finally:
         for sock in held:
@@ -228,6 +231,7 @@ def test_with_the_api_down_clients_get_503_json_and_retry_after(tmp_path: Path) 
     assert resp.status_code == 503 and resp.json()["error"] == "service_unavailable", resp.text
     assert_documented("/predict", "post", 503, resp.json())
     assert resp.headers["Retry-After"] == "5" and resp.headers["X-Request-ID"]
+    assert resp.headers["X-Content-Type-Options"] == "nosniff"
     # The why, which nginx's error log no longer holds (nginx.conf): the API refused the connection.
     assert [(a["status"], a["upstream_status"]) for a in line] == [(503, "502")]
 
