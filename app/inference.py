@@ -55,20 +55,14 @@ class Classifier:
         self.keeps_freed_memory = keep_freed_memory()
         try:
             self.release = load_release(model_dir)
-        except ModelLoadError as exc:
-            self.error = str(exc)
-            log.error("model not loaded: %s", exc, extra={"event": "model_load_failed", "model_dir": model_dir})
-            return
-        self._forward: Forward = partial(predict_proba, self.release)
-        self.engine = "eager"
-        if package:
-            self._use_package(Path(package), threads)
-        try:
+            self._forward: Forward = partial(predict_proba, self.release)
+            self.engine = "eager"
+            if package:
+                self._use_package(Path(package), threads)
             self.warm_up()
-        except Exception as exc:  # whatever breaks the first inference, the worker must still serve /health
-            self.release, self.engine = None, "none"
-            self.error = f"the model failed its warm-up inference: {type(exc).__name__}: {exc}"
-            log.error(self.error, extra={"event": "model_load_failed", "model_dir": model_dir})
+        except ModelLoadError as exc:
+            self.release, self.engine, self.error = None, "none", str(exc)
+            log.error("model not loaded: %s", exc, extra={"event": "model_load_failed", "model_dir": model_dir})
 
     def _use_package(self, package: Path, threads: int) -> None:
         assert self.release is not None
@@ -85,11 +79,15 @@ class Classifier:
         return self.release.version if self.release else None
 
     def warm_up(self) -> None:
-        """One inference, so the first request does not pay for lazy initialisation."""
+        """One inference, so the first request does not pay for lazy initialisation; a model
+        that cannot make it is a ModelLoadError like any other unusable model."""
         assert self.release is not None
         size = self.release.image_size
-        with torch.inference_mode():
-            self._forward(torch.zeros(1, 3, size, size, dtype=torch.uint8))
+        try:
+            with torch.inference_mode():
+                self._forward(torch.zeros(1, 3, size, size, dtype=torch.uint8))
+        except Exception as exc:  # whatever breaks the first inference makes the model unusable
+            raise ModelLoadError(f"the model failed its warm-up inference: {type(exc).__name__}: {exc}") from exc
         self.ready = True
 
     def predict(self, data: bytes) -> Prediction:
