@@ -14,10 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, ValidationError
+from pydantic import BaseModel, Field, PositiveFloat, PositiveInt, ValidationError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from ml.config import validation_problems
 from ml.data import file_sha256
 from ml.fileio import write_json
 from ml.models import CLASSES, build_model
@@ -31,8 +32,8 @@ class ModelLoadError(RuntimeError):
 
 
 class _Normalization(BaseModel):
-    mean: tuple[float, float, float]
-    std: tuple[PositiveFloat, PositiveFloat, PositiveFloat]
+    mean: list[float] = Field(min_length=3, max_length=3)
+    std: list[PositiveFloat] = Field(min_length=3, max_length=3)
 
 
 class _Weights(BaseModel):
@@ -49,7 +50,6 @@ class _Card(BaseModel):
     edited by hand is refused with the reason, never met later as a crash. Other fields
     (training figures, lineage) are free."""
 
-    model_config = ConfigDict(strict=True)
     architecture: str
     version: str
     image_size: PositiveInt
@@ -105,16 +105,14 @@ def read_card(model_dir: Path) -> dict[str, Any]:
     path = model_dir / CARD_FILE
     if not path.is_file():
         raise ModelLoadError(f"model card not found: {path}")
-    text = path.read_text()
     try:
-        card = json.loads(text)
+        card = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise ModelLoadError(f"model card {path} is not valid JSON: {exc}") from None
     try:
-        _Card.model_validate_json(text)  # JSON mode: an array is a tuple, and no int is a string
+        _Card.model_validate(card, strict=True)  # strict all the way down: "256" is not a size
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(str(p) for p in err['loc']) or 'card'}: {err['msg']}" for err in exc.errors())
-        raise ModelLoadError(f"model card {path} is not usable: {problems}") from None
+        raise ModelLoadError(f"model card {path} is not usable: {validation_problems(exc, 'card')}") from None
     return dict(card)
 
 

@@ -102,15 +102,17 @@ class Params(_Strict):
     mlflow: MlflowParams = MlflowParams()
 
 
+def validation_problems(exc: ValidationError, whole: str) -> str:
+    """pydantic's errors on one line, each named by its place ("train.lr: ..."), or ``whole``."""
+    return "; ".join(f"{'.'.join(str(p) for p in err['loc']) or whole}: {err['msg']}" for err in exc.errors())
+
+
 def parse_params(raw: object) -> Params:
     """Validate an already-parsed mapping; every problem is listed in one error."""
     try:
         return Params.model_validate(raw if raw is not None else {})
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or 'params'}: {err['msg']}" for err in exc.errors()
-        )
-        raise ConfigError(f"invalid params: {problems}") from None
+        raise ConfigError(f"invalid params: {validation_problems(exc, 'params')}") from None
 
 
 def load_params(path: str | Path = DEFAULT_PARAMS) -> Params:
