@@ -75,10 +75,11 @@ def pre_fork(server: Any, worker: Any) -> None:
 
 
 def post_fork(server: Any, worker: Any) -> None:
-    # Threads are per process: set them in each worker, after the fork.
+    # Threads are per process: set them in each worker, after the fork, to the number the
+    # preloaded app settled on (app/settings.py), not a second reading of the environment.
     import torch
 
-    torch.set_num_threads(env_int("TORCH_THREADS", 1))
+    torch.set_num_threads(server.app.wsgi().config["TORCH_THREADS"])
 
 
 def post_worker_init(worker: Any) -> None:
