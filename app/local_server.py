@@ -30,9 +30,10 @@ GUNICORN_CMD = ["gunicorn", "-c", "gunicorn.conf.py"]
 PROXY_CONF = ROOT / "deploy" / "k8s" / "app" / "nginx.conf"
 
 
-def _healthy(url: str) -> bool:
+def answers(url: str, timeout: float = 2) -> bool:
+    """Whether ``url`` answers 200 now (a refused connection is a no, not an error)."""
     try:
-        return requests.get(f"{url}/health", timeout=2).status_code == 200
+        return requests.get(url, timeout=timeout).status_code == 200
     except requests.ConnectionError:
         return False
 
@@ -115,7 +116,7 @@ def gunicorn(
     server = Server(f"http://127.0.0.1:{port}", proc, log)
     try:
         wait_until(
-            lambda: server.ready_workers() >= workers and _healthy(server.url),
+            lambda: server.ready_workers() >= workers and answers(f"{server.url}/health"),
             proc,
             ready_timeout,
             f"gunicorn with {workers} workers that answer /health",

@@ -30,20 +30,17 @@ def wait_for(what: str, check: Callable[[], Any], timeout: float) -> Any:
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
-def _answers(url: str) -> bool:
-    try:
-        return requests.get(url, timeout=1).status_code == 200
-    except requests.ConnectionError:
-        return False
-
-
 @contextmanager
 def process(cmd: list[str], log: Path, ready_url: str) -> Iterator[subprocess.Popen[bytes]]:
     with log.open("wb") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
     try:
         local_server.wait_until(
-            lambda: _answers(ready_url), proc, 30, f"{cmd[0]} to start", lambda: log.read_text()[-2000:]
+            lambda: local_server.answers(ready_url, timeout=1),
+            proc,
+            30,
+            f"{cmd[0]} to start",
+            lambda: log.read_text()[-2000:],
         )
         yield proc
     finally:
