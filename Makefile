@@ -24,8 +24,9 @@ APT_BINARIES := chromium chromedriver wrk promtool amtool nginx prometheus-nginx
 # Build parameters (Jenkins passes its build buttons as these; 1/true and 0/false both work).
 SKIP_TRAINING ?= 0
 truthy = $(filter 1 true yes on,$(shell printf '%s' '$(1)' | tr '[:upper:]' '[:lower:]'))
-# The Jenkinsfile linter (npm-groovy-lint, pinned in deploy/jenkins/package-lock.json).
-NODE_TOOLS := deploy/jenkins/node_modules/.installed
+# npm tools, each pinned by its lock file: the Jenkinsfile linter (npm-groovy-lint, in
+# deploy/jenkins/) and the accessibility audit the browser tests run (axe-core, in tests/).
+NODE_TOOLS := deploy/jenkins/node_modules/.installed tests/node_modules/.installed
 
 .PHONY: help setup system-deps node-tools lint format test test-unit checkout data train evaluate register \
 	validate image push deploy smoke status logs port-forward alerts kind-down export-model serve mlflow-ui bench-train \
@@ -49,11 +50,11 @@ system-deps: ## Install the Debian packages tests drive (chromium, wrk, promethe
 		echo "note: $$missing missing and not root: the tests that need them will skip"; exit 0; fi; \
 	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(APT_PACKAGES)
 
-$(NODE_TOOLS): deploy/jenkins/package.json deploy/jenkins/package-lock.json
-	npm ci --prefix deploy/jenkins --no-audit --no-fund --loglevel=error
+%/node_modules/.installed: %/package.json %/package-lock.json
+	npm ci --prefix $* --no-audit --no-fund --loglevel=error
 	@touch $@
 
-node-tools: $(NODE_TOOLS) ## Install the pinned npm tools (npm-groovy-lint for the Jenkinsfile)
+node-tools: $(NODE_TOOLS) ## Install the pinned npm tools (npm-groovy-lint for the Jenkinsfile, axe-core for the pages)
 
 lint: $(STAMP) ## ruff, ruff format --check, mypy (app/, ml/), shellcheck (scripts), hadolint (Dockerfiles)
 	$(BIN)/ruff check .

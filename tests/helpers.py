@@ -65,12 +65,12 @@ def nginx_connection_limit() -> int:
     return int(found[1])
 
 
-def require_tool(name: str) -> str:
-    """A binary the test drives: skipped on a laptop without it, a failure under CI=true."""
+def require_tool(name: str, installer: str = "make system-deps") -> str:
+    """A binary or file the test drives: skipped on a laptop without it, a failure under CI=true."""
     found = shutil.which(name) or (name if Path(name).is_file() else None)
     if found:
         return found
-    message = f"{name} is needed (make system-deps installs it)"
+    message = f"{name} is needed ({installer} installs it)"
     if os.environ.get("CI") == "true":
         pytest.fail(message)
     pytest.skip(message)

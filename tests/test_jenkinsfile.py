@@ -15,6 +15,7 @@ import yaml
 from tests.helpers import require_tool
 
 ROOT = Path(__file__).resolve().parent.parent
+GROOVY_LINT = ROOT / "deploy" / "jenkins" / "node_modules" / ".bin" / "npm-groovy-lint"  # make node-tools
 JENKINSFILE = (ROOT / "Jenkinsfile").read_text()
 CASC = yaml.safe_load((ROOT / "deploy" / "jenkins" / "casc.yaml").read_text())
 sys.path.insert(0, str(ROOT / "deploy"))
@@ -134,7 +135,7 @@ def test_plugins_cover_the_steps_the_jenkinsfile_uses() -> None:
 
 
 def test_npm_groovy_lint_passes() -> None:
-    lint = require_tool(str(ROOT / "deploy" / "jenkins" / "node_modules" / ".bin" / "npm-groovy-lint"))
+    lint = require_tool(str(GROOVY_LINT), "make node-tools")
     require_tool("java")
     result = subprocess.run(
         [lint, "--noserver", "--config", "deploy/jenkins/groovylintrc.json", "--failon", "info", "--output", "txt",
@@ -146,7 +147,7 @@ def test_npm_groovy_lint_passes() -> None:
 
 
 def test_npm_groovy_lint_catches_a_broken_jenkinsfile(tmp_path: Path) -> None:
-    lint = require_tool(str(ROOT / "deploy" / "jenkins" / "node_modules" / ".bin" / "npm-groovy-lint"))
+    lint = require_tool(str(GROOVY_LINT), "make node-tools")
     broken = tmp_path / "Jenkinsfile"
     broken.write_text(JENKINSFILE.replace("stage('Lint') {", "stage('Lint') {{", 1))
     result = subprocess.run(

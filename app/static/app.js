@@ -51,6 +51,8 @@ async function classify(file) {
   previewUrl = URL.createObjectURL(file);
   preview.src = previewUrl;
   preview.hidden = false;
+  // Disabled while the photo goes up, the input loses the focus: a keyboard user gets it back.
+  const focused = document.activeElement === input;
   input.disabled = true;
   progress.textContent = "Classifying…";
   try {
@@ -70,6 +72,7 @@ async function classify(file) {
     fail("the service could not be reached; check the connection and try again");
   } finally {
     input.disabled = false;
+    if (focused) input.focus();
     input.value = "";  // choosing the same photo again classifies it again
     progress.textContent = "";
   }

@@ -59,6 +59,26 @@ def console_errors(browser: Any) -> list[str]:
     return [entry["message"] for entry in browser.get_log("browser") if entry["level"] == "SEVERE"]
 
 
+# WCAG 2.2 levels A and AA, and Deque's best practices: what staff who use a screen reader, a
+# keyboard or a magnifier meet on the page (axe-core, pinned in tests/package-lock.json).
+AXE = ROOT / "tests" / "node_modules" / "axe-core" / "axe.min.js"
+AXE_TAGS = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa", "wcag22aa", "best-practice"]
+_RUN_AXE = """
+const done = arguments[arguments.length - 1];
+axe.run(document, { runOnly: { type: "tag", values: arguments[0] } })
+  .then((r) => done(r.violations.flatMap((v) => v.nodes.map((n) =>
+    `${v.id} (${v.impact}): ${n.target.join(" ")}: ${n.failureSummary}`))))
+  .catch((e) => done([`axe failed: ${e}`]));
+"""
+
+
+def accessibility_violations(browser: Any) -> list[str]:
+    """axe-core's findings on the page as it stands, one line per element."""
+    browser.execute_script(Path(require_tool(str(AXE), "make node-tools")).read_text())
+    browser.set_script_timeout(60)
+    return list(browser.execute_async_script(_RUN_AXE, AXE_TAGS))
+
+
 def upload(browser: Any, photo: Path) -> str:
     """Choose ``photo`` on the page; the label it shows, or the error it shows."""
     from selenium.webdriver.common.by import By
@@ -178,3 +198,33 @@ def test_swagger_ui_shows_every_operation_under_the_apis_content_security_policy
     browser.find_element(By.CSS_SELECTOR, ".opblock-summary").click()  # one opened: its parameters drawn
     WebDriverWait(browser, 10).until(lambda b: b.find_elements(By.CSS_SELECTOR, ".opblock-body"))
     assert console_errors(browser) == []
+
+
+def test_the_page_passes_an_accessibility_audit_as_it_changes(
+    page: tuple[Any, Server], real_photos: Path, tmp_path: Path
+) -> None:
+    browser, _ = page
+    found = {"as loaded": accessibility_violations(browser)}
+    upload(browser, real_photos / "Dog" / "1.jpg")
+    found["with an answer"] = accessibility_violations(browser)
+    fake = tmp_path / "notes.jpg"
+    fake.write_text("not a photo")
+    upload(browser, fake)
+    found["with an error"] = accessibility_violations(browser)
+    assert found == {state: [] for state in found}
+
+
+def test_a_keyboard_user_sees_where_they_are_and_keeps_their_place(page: tuple[Any, Server], real_photos: Path) -> None:
+    """The file input itself is invisible (the drop zone is what people see), so the drop zone
+    must show keyboard focus; and classifying must not throw the focus back to the page's top."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.keys import Keys
+
+    browser, _ = page
+    outline = "return getComputedStyle(document.getElementById('drop')).outlineStyle"
+    assert browser.execute_script(outline) == "none"
+    ActionChains(browser).send_keys(Keys.TAB).perform()
+    assert browser.execute_script("return document.activeElement.id") == "file"
+    assert browser.execute_script(outline) != "none"
+    assert upload(browser, real_photos / "Cat" / "1.jpg").lower() == "cat"
+    assert browser.execute_script("return document.activeElement.id") == "file"
