@@ -14,7 +14,6 @@ function show(id, visible) { document.getElementById(id).hidden = !visible; }
 function fail(message) {
   show("result", false);
   document.getElementById("error").textContent = message;
-  show("error", true);
 }
 
 // The photo as the browser shows it (EXIF orientation applied, transparency on white), short
@@ -44,7 +43,8 @@ async function shrink(file) {
 }
 
 async function classify(file) {
-  show("error", false);
+  document.getElementById("error").textContent = "";
+  document.getElementById("answer").textContent = "";
   show("result", false);
   const preview = document.getElementById("preview");
   if (previewUrl) URL.revokeObjectURL(previewUrl);
@@ -68,6 +68,8 @@ async function classify(file) {
     document.getElementById("bar-fill").style.width = `${pct}%`;
     document.getElementById("feedback-status").textContent = "";
     show("result", true);
+    const name = body.prediction.charAt(0).toUpperCase() + body.prediction.slice(1);
+    document.getElementById("answer").textContent = `${name}, ${pct}% sure`;
   } catch {
     fail("the service could not be reached; check the connection and try again");
   } finally {

@@ -228,3 +228,38 @@ def test_a_keyboard_user_sees_where_they_are_and_keeps_their_place(page: tuple[A
     assert browser.execute_script(outline) != "none"
     assert upload(browser, real_photos / "Cat" / "1.jpg").lower() == "cat"
     assert browser.execute_script("return document.activeElement.id") == "file"
+
+
+# Screen readers speak a live region's change only if the region was in the accessibility tree
+# before it changed: text put into a hidden region that is then shown is never spoken
+# (TetraLogical, "Why are my live regions not working?"). Records each change that would be.
+_RECORD_ANNOUNCEMENTS = """
+window.spoken = [];
+new MutationObserver((changes) => {
+  const shown = changes.filter((c) => c.type === "attributes").map((c) => c.target);
+  for (const change of changes) {
+    if (change.type === "attributes") continue;
+    const node = change.target.nodeType === Node.ELEMENT_NODE ? change.target : change.target.parentElement;
+    const region = node && node.closest("[aria-live], [role=status], [role=alert]");
+    if (!region || !region.checkVisibility() || shown.some((el) => el.contains(region))) continue;
+    if (region.textContent.trim()) window.spoken.push(region.textContent.trim());
+  }
+}).observe(document.body, { childList: true, characterData: true, subtree: true, attributeFilter: ["hidden"] });
+"""
+
+
+def test_a_screen_reader_is_told_the_answer_and_the_error(
+    page: tuple[Any, Server], real_photos: Path, tmp_path: Path
+) -> None:
+    from selenium.webdriver.common.by import By
+
+    browser, _ = page
+    browser.execute_script(_RECORD_ANNOUNCEMENTS)
+    upload(browser, real_photos / "Cat" / "1.jpg")
+    confidence = browser.find_element(By.ID, "confidence").text
+    fake = tmp_path / "notes.jpg"
+    fake.write_text("not a photo")
+    error = upload(browser, fake)
+    spoken = browser.execute_script("return window.spoken")
+    assert f"Cat, {confidence}" in spoken, spoken
+    assert error in spoken, spoken
