@@ -211,6 +211,11 @@ def test_the_page_passes_an_accessibility_audit_as_it_changes(
     fake.write_text("not a photo")
     upload(browser, fake)
     found["with an error"] = accessibility_violations(browser)
+    upload(browser, real_photos / "Dog" / "1.jpg")
+    browser.set_window_size(320, 800)  # a phone: WCAG 1.4.10 reflow at 320 CSS pixels
+    found["320 px wide"] = accessibility_violations(browser)
+    width, room = browser.execute_script("return [document.documentElement.scrollWidth, window.innerWidth]")
+    assert room == 320 and width <= room, f"the page is {width} px wide in a {room} px window"
     assert found == {state: [] for state in found}
 
 
