@@ -216,6 +216,13 @@ def test_the_page_passes_an_accessibility_audit_as_it_changes(
     found["320 px wide"] = accessibility_violations(browser)
     width, room = browser.execute_script("return [document.documentElement.scrollWidth, window.innerWidth]")
     assert room == 320 and width <= room, f"the page is {width} px wide in a {room} px window"
+    browser.set_window_size(900, 1000)
+    dark = {"features": [{"name": "prefers-color-scheme", "value": "dark"}]}
+    browser.execute_cdp_cmd("Emulation.setEmulatedMedia", dark)
+    assert browser.execute_script("return getComputedStyle(document.documentElement).backgroundColor") == "rgb(23, 25, 35)"
+    found["dark, with an answer"] = accessibility_violations(browser)
+    upload(browser, fake)
+    found["dark, with an error"] = accessibility_violations(browser)
     assert found == {state: [] for state in found}
 
 
