@@ -219,7 +219,8 @@ def test_the_page_passes_an_accessibility_audit_as_it_changes(
     browser.set_window_size(900, 1000)
     dark = {"features": [{"name": "prefers-color-scheme", "value": "dark"}]}
     browser.execute_cdp_cmd("Emulation.setEmulatedMedia", dark)
-    assert browser.execute_script("return getComputedStyle(document.documentElement).backgroundColor") == "rgb(23, 25, 35)"
+    page_colour = "return getComputedStyle(document.documentElement).backgroundColor"
+    assert browser.execute_script(page_colour) == "rgb(23, 25, 35)"  # the dark colours apply
     found["dark, with an answer"] = accessibility_violations(browser)
     upload(browser, fake)
     found["dark, with an error"] = accessibility_violations(browser)
