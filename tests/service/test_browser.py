@@ -265,14 +265,18 @@ def test_a_screen_reader_is_told_the_answer_and_the_error(
     page: tuple[Any, Server], real_photos: Path, tmp_path: Path
 ) -> None:
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
 
     browser, _ = page
     browser.execute_script(_RECORD_ANNOUNCEMENTS)
     upload(browser, real_photos / "Cat" / "1.jpg")
     confidence = browser.find_element(By.ID, "confidence").text
+    browser.find_element(By.CSS_SELECTOR, 'button[data-label="cat"]').click()
+    WebDriverWait(browser, 30).until(lambda b: b.find_element(By.ID, "feedback-status").text != "")
     fake = tmp_path / "notes.jpg"
     fake.write_text("not a photo")
     error = upload(browser, fake)
     spoken = browser.execute_script("return window.spoken")
     assert f"Cat, {confidence}" in spoken, spoken
+    assert "Thank you!" in spoken, spoken
     assert error in spoken, spoken
