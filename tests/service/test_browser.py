@@ -4,6 +4,7 @@ server gets a message."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -53,6 +54,14 @@ def page(tmp_path: Path) -> Iterator[tuple[Any, Server]]:
             browser.quit()
 
 
+@pytest.fixture
+def not_a_photo(tmp_path: Path) -> Path:
+    """A file named like a photo that is none: the browser cannot decode it, so it goes up as it is."""
+    fake = tmp_path / "notes.jpg"
+    fake.write_text("adoption notes, not a photo\n")
+    return fake
+
+
 def console_errors(browser: Any) -> list[str]:
     """What the page's console reported as errors since the last call: a script's exception, a
     resource that failed to load, anything the Content-Security-Policy refused."""
@@ -72,11 +81,26 @@ axe.run(document, { runOnly: { type: "tag", values: arguments[0] } })
 """
 
 
+@functools.cache
+def _axe_source() -> str:
+    return Path(require_tool(str(AXE), "make node-tools")).read_text()
+
+
 def accessibility_violations(browser: Any) -> list[str]:
     """axe-core's findings on the page as it stands, one line per element."""
-    browser.execute_script(Path(require_tool(str(AXE), "make node-tools")).read_text())
+    if browser.execute_script("return typeof axe") == "undefined":  # once per page load
+        browser.execute_script(_axe_source())
     browser.set_script_timeout(60)
     return list(browser.execute_async_script(_RUN_AXE, AXE_TAGS))
+
+
+def send_feedback(browser: Any, label: str) -> str:
+    """Press "It is a <label>"; what the page then says of the feedback."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser.find_element(By.CSS_SELECTOR, f'button[data-label="{label}"]').click()
+    return str(WebDriverWait(browser, 30).until(lambda b: b.find_element(By.ID, "feedback-status").text))
 
 
 def upload(browser: Any, photo: Path) -> str:
@@ -94,7 +118,6 @@ def upload(browser: Any, photo: Path) -> str:
 
 def test_upload_a_cat_photo_through_the_page(page: tuple[Any, Server], real_photos: Path) -> None:
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import WebDriverWait
 
     browser, server = page
     photo = real_photos / "Cat" / "1.jpg"
@@ -102,11 +125,10 @@ def test_upload_a_cat_photo_through_the_page(page: tuple[Any, Server], real_phot
     confidence = browser.find_element(By.ID, "confidence").text
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     browser.save_screenshot(str(ARTIFACTS / "landing-page-cat.png"))
-    browser.find_element(By.CSS_SELECTOR, 'button[data-label="cat"]').click()
-    WebDriverWait(browser, 30).until(lambda b: b.find_element(By.ID, "feedback-status").text != "")
+    thanks = send_feedback(browser, "cat")
     assert label == "cat"
     assert confidence.endswith("% sure")
-    assert browser.find_element(By.ID, "feedback-status").text == "Thank you!"
+    assert thanks == "Thank you!"
     # Under the API's Content-Security-Policy: the page, its icon, the preview, both fetches.
     assert console_errors(browser) == []
     assert browser.find_element(By.ID, "preview").get_property("naturalWidth") > 0  # shown from a blob: URL
@@ -163,12 +185,10 @@ def test_a_rotated_camera_photo_goes_up_upright(page: tuple[Any, Server], real_p
     assert size < rotated.stat().st_size / 10
 
 
-def test_a_file_that_is_no_photo_gets_the_servers_reason(page: tuple[Any, Server], tmp_path: Path) -> None:
+def test_a_file_that_is_no_photo_gets_the_servers_reason(page: tuple[Any, Server], not_a_photo: Path) -> None:
     browser, server = page
-    fake = tmp_path / "notes.jpg"
-    fake.write_text("adoption notes, not a photo\n")
-    shown = upload(browser, fake)  # the browser cannot decode it either, so it goes up as it is
-    api = requests.post(f"{server.url}/predict", files={"file": fake.open("rb")}, timeout=10)
+    shown = upload(browser, not_a_photo)
+    api = requests.post(f"{server.url}/predict", files={"file": not_a_photo.open("rb")}, timeout=10)
     assert api.status_code == 415 and shown == api.json()["detail"], shown
 
 
@@ -201,15 +221,13 @@ def test_swagger_ui_shows_every_operation_under_the_apis_content_security_policy
 
 
 def test_the_page_passes_an_accessibility_audit_as_it_changes(
-    page: tuple[Any, Server], real_photos: Path, tmp_path: Path
+    page: tuple[Any, Server], real_photos: Path, not_a_photo: Path
 ) -> None:
     browser, _ = page
     found = {"as loaded": accessibility_violations(browser)}
     upload(browser, real_photos / "Dog" / "1.jpg")
     found["with an answer"] = accessibility_violations(browser)
-    fake = tmp_path / "notes.jpg"
-    fake.write_text("not a photo")
-    upload(browser, fake)
+    upload(browser, not_a_photo)
     found["with an error"] = accessibility_violations(browser)
     upload(browser, real_photos / "Dog" / "1.jpg")
     browser.set_window_size(320, 800)  # a phone: WCAG 1.4.10 reflow at 320 CSS pixels
@@ -222,7 +240,7 @@ def test_the_page_passes_an_accessibility_audit_as_it_changes(
     page_colour = "return getComputedStyle(document.documentElement).backgroundColor"
     assert browser.execute_script(page_colour) == "rgb(23, 25, 35)"  # the dark colours apply
     found["dark, with an answer"] = accessibility_violations(browser)
-    upload(browser, fake)
+    upload(browser, not_a_photo)
     found["dark, with an error"] = accessibility_violations(browser)
     assert found == {state: [] for state in found}
 
@@ -262,20 +280,16 @@ new MutationObserver((changes) => {
 
 
 def test_a_screen_reader_is_told_the_answer_and_the_error(
-    page: tuple[Any, Server], real_photos: Path, tmp_path: Path
+    page: tuple[Any, Server], real_photos: Path, not_a_photo: Path
 ) -> None:
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import WebDriverWait
 
     browser, _ = page
     browser.execute_script(_RECORD_ANNOUNCEMENTS)
     upload(browser, real_photos / "Cat" / "1.jpg")
     confidence = browser.find_element(By.ID, "confidence").text
-    browser.find_element(By.CSS_SELECTOR, 'button[data-label="cat"]').click()
-    WebDriverWait(browser, 30).until(lambda b: b.find_element(By.ID, "feedback-status").text != "")
-    fake = tmp_path / "notes.jpg"
-    fake.write_text("not a photo")
-    error = upload(browser, fake)
+    send_feedback(browser, "cat")
+    error = upload(browser, not_a_photo)
     spoken = browser.execute_script("return window.spoken")
     assert f"Cat, {confidence}" in spoken, spoken
     assert "Thank you!" in spoken, spoken
