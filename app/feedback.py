@@ -48,6 +48,8 @@ class FeedbackTokens:
         if not isinstance(token, str) or not token:
             raise FeedbackError(400, "invalid_request", "feedback_token must be a non-empty string")
         try:
+            if not token.isascii():  # ours are, and a lone surrogate ("\ud800" in JSON) cannot be encoded: was a 500
+                raise BadSignature("not ASCII")
             payload = self.serializer.loads(token, max_age=self.ttl)
         except SignatureExpired:
             raise FeedbackError(410, "token_expired", f"feedback tokens are valid for {self.ttl} s") from None

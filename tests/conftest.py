@@ -8,12 +8,20 @@ import random
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 from PIL import Image
 
 from tests.helpers import save_tiny_release
 
 ROOT = Path(__file__).resolve().parent.parent
 REAL_PHOTOS = Path(os.environ.get("PETS_DIR", ROOT.parent / "shared" / "pets" / "PetImages"))
+
+# Property tests (Hypothesis): CI runs a fixed set of cases, the same on every run, so that a
+# red build is a finding and not bad luck; HYPOTHESIS_PROFILE=long searches far wider.
+_QUIET = settings(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+settings.register_profile("ci", _QUIET, max_examples=300, derandomize=True)
+settings.register_profile("long", _QUIET, max_examples=20_000)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
 def jpeg_bytes(color: tuple[int, int, int], size: tuple[int, int] = (48, 40), seed: int = 0, **save: object) -> bytes:

@@ -4,27 +4,20 @@ The mutation fuzzer (tests/test_images.py) breaks files; this one builds well-fo
 from a grammar of format, colour mode, size, colour, alpha, EXIF orientation and encoder
 options, and says what must come out: a 3xSxS tensor of the right colour, never an error.
 Hypothesis (https://hypothesis.works) draws the cases and shrinks a failure to the smallest
-file that still fails. HYPOTHESIS_PROFILE=long runs 20,000 cases instead of CI's fixed 300.
+file that still fails. HYPOTHESIS_PROFILE=long runs 20,000 cases instead of CI's fixed 300 (tests/conftest.py).
 """
 
 from __future__ import annotations
 
 import io
-import os
 from dataclasses import dataclass
 
 import numpy as np
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import event, given
 from hypothesis import strategies as st
 from PIL import Image
 
 from ml.images import ImageError, load_tensor, open_rgb
-
-settings.register_profile(
-    "ci", max_examples=300, derandomize=True, deadline=None, suppress_health_check=[HealthCheck.too_slow]
-)
-settings.register_profile("long", max_examples=20_000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 # The colour modes each accepted format writes (Pillow), so each is a mode uploads arrive in.
 WRITES = {

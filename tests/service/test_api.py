@@ -179,6 +179,7 @@ def test_feedback_correct_incorrect_duplicate(client: FlaskClient) -> None:
         ('{"feedback_token": "x", "label": "hamster"}', 422, "invalid_label"),
         ('{"label": "cat"}', 400, "invalid_request"),
         ('{"feedback_token": "forged.token.value", "label": "cat"}', 403, "invalid_token"),
+        ('{"feedback_token": "a.b\\ud800", "label": "cat"}', 403, "invalid_token"),  # a lone surrogate: was a 500
     ],
 )
 def test_bad_feedback(client: FlaskClient, payload: str, status: int, error: str) -> None:
