@@ -5,11 +5,14 @@ from __future__ import annotations
 import logging
 
 from flask import Flask, Response, jsonify, request
+from gunicorn.http.errors import ParseException
 from werkzeug.exceptions import ClientDisconnected, HTTPException, RequestEntityTooLarge
 
 log = logging.getLogger("app.errors")
 # (error, detail) of a failure the server did not foresee; Gunicorn's own 500 says it too.
 INTERNAL_ERROR = ("internal_error", "the server failed to handle this request")
+# (error, detail) of a request that is not HTTP, as Gunicorn and the pod's nginx say it too.
+NOT_HTTP = ("bad_request", "the request could not be read as HTTP")
 
 
 def error_name(reason: str) -> str:
@@ -53,6 +56,12 @@ def init_app(app: Flask) -> None:
         if isinstance(exc.__context__, TimeoutError):
             return error_response(408, "upload_timeout", "the request body did not arrive in time; send it again")
         return _http(exc)
+
+    @app.errorhandler(ParseException)
+    def _unparsable(exc: ParseException) -> tuple[Response, int]:
+        # Gunicorn parses a chunked body's trailer fields only as the app reads the body, and
+        # raises there ("Trailer: x" is one a trailer may not hold): the client's error, not ours.
+        return error_response(400, *NOT_HTTP)
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> tuple[Response, int]:

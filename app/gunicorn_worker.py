@@ -19,12 +19,13 @@ import logging
 import re
 import socket
 import time
+from http import HTTPStatus
 from typing import Any
 
 from gunicorn import util
 from gunicorn.workers.sync import SyncWorker
 
-from app.errors import INTERNAL_ERROR, error_name
+from app.errors import INTERNAL_ERROR, NOT_HTTP, error_name
 from app.settings import env_float
 
 # Read once, when Gunicorn loads this class, not on every accepted connection.
@@ -65,8 +66,15 @@ class DeadlineSocket:
 
 # What Gunicorn's own error pages say, in the API's JSON shape: for 400 nginx's words for the
 # same case (deploy/k8s/app/nginx.conf), for 500 the app's; never the client's bytes, which
-# Gunicorn's page quotes.
-_OWN_ERRORS = {400: ("bad_request", "the request could not be read as HTTP"), 500: INTERNAL_ERROR}
+# Gunicorn's page quotes. Gunicorn answers a Transfer-Encoding it does not read (anything but
+# chunked, and gzip, deflate or compress before it) with "501 Bad Request": a client's error
+# reported as the server's. RFC 9112 section 6.3 asks for 400 wherever chunked is not the final
+# coding, all of those but "x, chunked", so it is 400 here, as for every bad request.
+_OWN_ERRORS = {
+    400: (400, *NOT_HTTP),
+    500: (500, *INTERNAL_ERROR),
+    501: (400, "bad_request", "the request's Transfer-Encoding is not one this server reads: send chunked"),
+}
 
 
 class JsonErrorSocket:
@@ -78,10 +86,12 @@ class JsonErrorSocket:
 
     def sendall(self, data: bytes) -> None:
         status_line = data.split(b"\r\n", 1)[0].decode("latin-1")  # "HTTP/1.1 400 Bad Request"
-        _version, code, reason = status_line.split(" ", 2)
-        error, detail = _OWN_ERRORS.get(int(code), (error_name(reason), reason))
+        version, code, reason = status_line.split(" ", 2)
+        status, error, detail = _OWN_ERRORS.get(int(code), (int(code), error_name(reason), reason))
         body = json.dumps({"error": error, "detail": detail}).encode() + b"\n"
-        head = f"{status_line}\r\nConnection: close\r\nContent-Type: application/json\r\n"
+        head = (
+            f"{version} {status} {HTTPStatus(status).phrase}\r\nConnection: close\r\nContent-Type: application/json\r\n"
+        )
         self._sock.sendall(f"{head}Content-Length: {len(body)}\r\n\r\n".encode("latin-1") + body)
 
     def __getattr__(self, name: str) -> Any:

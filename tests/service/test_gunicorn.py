@@ -241,6 +241,13 @@ def test_requests_gunicorn_cannot_parse_get_json_and_leave_no_client_text_in_the
             assert head.startswith(b"HTTP/1.1 400 ") and b"Content-Type: application/json" in head
             assert int(re.search(rb"Content-Length: (\d+)", head)[1]) == len(body)  # type: ignore[index]
             assert json.loads(body) == BAD_REQUEST
+        # Gunicorn's own answer was "501 Bad Request" (tests/service/test_http_fuzz.py found it).
+        coding = b"POST /predict HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: Jane-Doe\r\n\r\n"
+        head, body = exchange(server.url, coding, timeout=10).split(b"\r\n\r\n", 1)
+        assert head.startswith(b"HTTP/1.1 400 Bad Request\r\n"), head
+        assert json.loads(body)["error"] == "bad_request" and "send chunked" in json.loads(body)["detail"]
+        assert json.loads(body)["detail"].replace("'", "\\'") in PROXY_CONF.read_text()  # nginx's words too
+        sent.append(coding)
         wait_for("the warnings", lambda: sum("Invalid request" in line for line in server.log_lines()) == len(sent), 5)
         lines = server.log_lines()
     assert not [line for line in lines if "Jane" in line or "jane" in line]
@@ -250,7 +257,25 @@ def test_requests_gunicorn_cannot_parse_get_json_and_leave_no_client_text_in_the
         "Invalid request from ip=127.0.0.1: Invalid HTTP method",
         "Invalid request from ip=127.0.0.1: Invalid HTTP header name",
         "Invalid request from ip=127.0.0.1: Obsolete line folding is unacceptable",
+        "Invalid request from ip=127.0.0.1: Unsupported transfer coding",
     ]
+
+
+def test_a_trailer_field_a_chunked_body_may_not_hold_is_a_400_not_a_500(tiny_model: Path, tmp_path: Path) -> None:
+    """Gunicorn parses trailer fields as the app reads the body, and raises inside the app
+    (tests/service/test_http_fuzz.py found it: an ERROR with a traceback, and a 500)."""
+    head = b"POST /predict HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nContent-Type: image/jpeg\r\n\r\n"
+    with gunicorn(tmp_path, tiny_model, workers=1) as server:
+        (worker,) = server.worker_pids()
+        for trailer in (b"Trailer: x", b"Content-Length: 5", b"Jane Doe: x"):
+            head_, body = exchange(server.url, head + b"1\r\n\x00\r\n0\r\n" + trailer + b"\r\n\r\n").split(
+                b"\r\n\r\n", 1
+            )
+            assert head_.startswith(b"HTTP/1.1 400 "), head_
+            assert json.loads(body) == BAD_REQUEST
+        assert server.worker_pids() == [worker]
+        lines = server.log_lines()
+    assert not [line for line in lines if '"level": "ERROR"' in line]
 
 
 def test_a_request_gunicorn_failed_on_is_logged_without_its_uri() -> None:
