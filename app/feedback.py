@@ -33,9 +33,20 @@ class Ticket:
     model_version: str
 
 
+# itsdangerous signs with SHA-1 unless told otherwise; releases before this one did, so their
+# tokens, valid for up to FEEDBACK_TTL_SECONDS (7 days), are still checked that way, and only
+# checked: a replica mid-rollout must not refuse feedback on an older replica's prediction.
+_DIGEST, _OLD_DIGEST = hashlib.sha256, hashlib.sha1
+
+
 class FeedbackTokens:
     def __init__(self, secret: str, ttl_seconds: int, seen_dir: Path) -> None:
-        self.serializer = URLSafeTimedSerializer(secret, salt="pet-classifier-feedback")
+        self.serializer = URLSafeTimedSerializer(
+            secret,
+            salt="pet-classifier-feedback",
+            signer_kwargs={"digest_method": _DIGEST},
+            fallback_signers=[{"digest_method": _OLD_DIGEST}],
+        )
         self.ttl = ttl_seconds
         self.seen_dir = seen_dir
         seen_dir.mkdir(parents=True, exist_ok=True)

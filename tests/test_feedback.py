@@ -3,19 +3,53 @@ ones forgets what can no longer match, safely while another worker does the same
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from itsdangerous import TimestampSigner, URLSafeTimedSerializer
 
 from app import feedback
 from app.feedback import FeedbackError, FeedbackTokens
 
+SECRET, SALT = "k" * 32, "pet-classifier-feedback"
+
 
 def tokens(seen: Path, ttl: int = 60) -> FeedbackTokens:
-    return FeedbackTokens("k" * 32, ttl, seen)
+    return FeedbackTokens(SECRET, ttl, seen)
+
+
+def old_release_token(request_id: str, age_seconds: int = 0) -> str:
+    """A token as releases before SHA-256 signed them: itsdangerous' defaults (HMAC-SHA1)."""
+
+    class Aged(TimestampSigner):
+        def get_timestamp(self) -> int:
+            return int(time.time()) - age_seconds
+
+    serializer = URLSafeTimedSerializer(SECRET, salt=SALT, signer=Aged)
+    return str(serializer.dumps({"rid": request_id, "p": "dog", "v": "v6"}))
+
+
+def test_a_token_is_signed_with_hmac_sha256(tmp_path: Path) -> None:
+    """What the README promises, recomputed with hashlib and hmac alone: the signature is
+    HMAC-SHA256 over payload and time, keyed by itsdangerous' derivation of the secret."""
+    signed, signature = tokens(tmp_path).issue("req-0", "cat", "v7").rsplit(".", 1)
+    key = hashlib.sha256(SALT.encode() + b"signer" + SECRET.encode()).digest()  # django-concat
+    expected = hmac.new(key, signed.encode(), hashlib.sha256).digest()
+    assert base64.urlsafe_b64decode(signature + "=" * (-len(signature) % 4)) == expected
+
+
+def test_a_token_of_the_release_before_is_still_taken_and_still_expires(tmp_path: Path) -> None:
+    """Mid-rollout, feedback on an older replica's prediction reaches a new one (SHA-1 signed)."""
+    assert tokens(tmp_path).redeem(old_release_token("req-old")) == feedback.Ticket("req-old", "dog", "v6")
+    with pytest.raises(FeedbackError) as late:
+        tokens(tmp_path, ttl=60).redeem(old_release_token("req-older", age_seconds=3600))
+    assert (late.value.status, late.value.error) == (410, "token_expired")
 
 
 def test_a_token_names_its_prediction_and_is_used_once(tmp_path: Path) -> None:
