@@ -25,6 +25,7 @@ from typing import Any
 from gunicorn import util
 from gunicorn.workers.sync import SyncWorker
 
+from app import SECURITY_HEADERS
 from app.errors import INTERNAL_ERROR, NOT_HTTP, error_name
 from app.settings import env_float
 
@@ -79,7 +80,8 @@ _OWN_ERRORS = {
 
 class JsonErrorSocket:
     """The client socket, as Gunicorn's ``handle_error`` writes its HTML error page to it: the
-    page goes out as the API's JSON error ``{"error", "detail"}`` with the same status."""
+    page goes out as the API's JSON error ``{"error", "detail"}`` with the same status, and
+    with the security headers every answer of the API carries."""
 
     def __init__(self, sock: Any) -> None:
         self._sock = sock
@@ -89,10 +91,10 @@ class JsonErrorSocket:
         version, code, reason = status_line.split(" ", 2)
         status, error, detail = _OWN_ERRORS.get(int(code), (int(code), error_name(reason), reason))
         body = json.dumps({"error": error, "detail": detail}).encode() + b"\n"
-        head = (
-            f"{version} {status} {HTTPStatus(status).phrase}\r\nConnection: close\r\nContent-Type: application/json\r\n"
-        )
-        self._sock.sendall(f"{head}Content-Length: {len(body)}\r\n\r\n".encode("latin-1") + body)
+        fields = {"Connection": "close", "Content-Type": "application/json", **SECURITY_HEADERS}
+        fields["Content-Length"] = str(len(body))
+        head = "".join(f"{name}: {value}\r\n" for name, value in fields.items())
+        self._sock.sendall(f"{version} {status} {HTTPStatus(status).phrase}\r\n{head}\r\n".encode("latin-1") + body)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._sock, name)

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from app import local_server
+from app import SECURITY_HEADERS, local_server
 from app.local_server import PROXY_CONF, Server, gunicorn
 from tests.conftest import jpeg_bytes
 from tests.service.conftest import RFC3339_MS, ROOT, connect, exchange, metric_sum, read_all, run_python
@@ -23,6 +23,12 @@ from tests.service.stack import wait_for
 
 N = 24
 BAD_REQUEST = {"error": "bad_request", "detail": "the request could not be read as HTTP"}
+
+
+def header_fields(head: bytes) -> dict[str, str]:
+    """The fields of a response head, after its status line."""
+    lines = head.decode("latin-1").split("\r\n")[1:]
+    return dict(line.split(": ", 1) for line in lines)
 
 
 def predict(url: str, i: int) -> dict[str, object]:
@@ -240,6 +246,7 @@ def test_requests_gunicorn_cannot_parse_get_json_and_leave_no_client_text_in_the
             head, body = exchange(server.url, raw, timeout=10).split(b"\r\n\r\n", 1)
             assert head.startswith(b"HTTP/1.1 400 ") and b"Content-Type: application/json" in head
             assert int(re.search(rb"Content-Length: (\d+)", head)[1]) == len(body)  # type: ignore[index]
+            assert SECURITY_HEADERS.items() <= header_fields(head).items(), head
             assert json.loads(body) == BAD_REQUEST
         # Gunicorn's own answer was "501 Bad Request" (tests/service/test_http_fuzz.py found it).
         coding = b"POST /predict HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: Jane-Doe\r\n\r\n"
@@ -313,6 +320,7 @@ def test_gunicorns_own_500_reads_as_the_apis(tiny_model: Path, tmp_path: Path) -
     util.write_error(JsonErrorSocket(wire), 500, "Internal Server Error", "GET /Jane-Doe")
     head, body = wire.sent.split(b"\r\n\r\n", 1)
     assert head.startswith(b"HTTP/1.1 500 Internal Server Error\r\n") and b"application/json" in head
+    assert SECURITY_HEADERS.items() <= header_fields(head).items(), head
     app = create_app({"MODEL_DIR": str(tiny_model), "FAULT_INJECTION": True, "FEEDBACK_DIR": str(tmp_path)})
     assert json.loads(body) == post_file(app.test_client(), b"x").get_json()  # the app's own 500
 
