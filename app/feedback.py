@@ -37,13 +37,14 @@ class Ticket:
 # tokens, valid for up to FEEDBACK_TTL_SECONDS (7 days), are still checked that way, and only
 # checked: a replica mid-rollout must not refuse feedback on an older replica's prediction.
 _DIGEST, _OLD_DIGEST = hashlib.sha256, hashlib.sha1
+SALT = "pet-classifier-feedback"
 
 
 class FeedbackTokens:
     def __init__(self, secret: str, ttl_seconds: int, seen_dir: Path) -> None:
         self.serializer = URLSafeTimedSerializer(
             secret,
-            salt="pet-classifier-feedback",
+            salt=SALT,
             signer_kwargs={"digest_method": _DIGEST},
             fallback_signers=[{"digest_method": _OLD_DIGEST}],
         )

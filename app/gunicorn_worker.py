@@ -91,8 +91,12 @@ class JsonErrorSocket:
         version, code, reason = status_line.split(" ", 2)
         status, error, detail = _OWN_ERRORS.get(int(code), (int(code), error_name(reason), reason))
         body = json.dumps({"error": error, "detail": detail}).encode() + b"\n"
-        fields = {"Connection": "close", "Content-Type": "application/json", **SECURITY_HEADERS}
-        fields["Content-Length"] = str(len(body))
+        fields = {
+            "Connection": "close",
+            "Content-Type": "application/json",
+            **SECURITY_HEADERS,
+            "Content-Length": len(body),
+        }
         head = "".join(f"{name}: {value}\r\n" for name, value in fields.items())
         self._sock.sendall(f"{version} {status} {HTTPStatus(status).phrase}\r\n{head}\r\n".encode("latin-1") + body)
 

@@ -31,6 +31,7 @@ from tests.service.stack import nginx_in_front
 PHOTO = jpeg_bytes((60, 120, 90))
 T = TypeVar("T")
 _STATUS_LINE = re.compile(rb"^HTTP/1\.[01] (\d{3}) ", re.MULTILINE)
+_CONTENT_LENGTH = re.compile(rb"(?im)^content-length: *(\d+)")
 
 
 def mostly(common: st.SearchStrategy[T], odd: st.SearchStrategy[T]) -> st.SearchStrategy[T]:
@@ -124,7 +125,7 @@ def check_reply(raw: bytes, reply: bytes) -> None:
     assert all(code < 500 for code in codes), reply[:500]
     if codes and codes[0] >= 400 and not raw.startswith(b"HEAD "):  # a HEAD's answer has no body
         head, rest = reply.split(b"\r\n\r\n", 1)
-        length = re.search(rb"(?im)^content-length: (\d+)", head)
+        length = _CONTENT_LENGTH.search(head)
         assert length, head
         body = json.loads(rest[: int(length[1])])
         assert set(body) == {"error", "detail"} and body["detail"], body
@@ -143,7 +144,7 @@ def first_answer(url: str, raw: bytes, half_close: bool, wait: float = 1) -> byt
         while b"\r\n\r\n" not in reply and (data := sock.recv(65536)):
             reply += data
         head = reply.split(b"\r\n\r\n", 1)[0]
-        length = re.search(rb"(?im)^content-length: *(\d+)", head)
+        length = _CONTENT_LENGTH.search(head)
         body = int(length[1]) if length and not raw.startswith(b"HEAD ") else 0
         while len(reply) < len(head) + 4 + body and (data := sock.recv(65536)):
             reply += data
