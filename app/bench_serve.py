@@ -47,7 +47,8 @@ from ml.export import load_package
 from ml.images import MAX_JPEG_SCANS, ImageError, normalise, open_rgb, to_tensor
 
 ROOT = Path(__file__).resolve().parent.parent
-PETS = ROOT.parent / "shared" / "pets" / "PetImages"
+# The photos `make data` put in place (data.source), or another folder of them (PETS_DIR).
+PETS = Path(os.environ.get("PETS_DIR") or ROOT / "data" / "raw")
 
 
 def median_seconds(fn: Callable[[], object], repeats: int) -> float:
@@ -417,11 +418,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=5, help="server slices, each between two raw slices")
     ap.add_argument("--camera", type=Path, help="also time draft decoding on the JPEGs in this folder")
     args = ap.parse_args(argv)
-    if not (args.photos / "Cat").is_dir():
-        raise SystemExit(f"real photos not found at {args.photos}")
+    found = sorted(args.photos.rglob("*.jpg"))
+    if len(found) < 48:
+        raise SystemExit(f"real photos not found at {args.photos}: run `make data`, or set PETS_DIR to a photo folder")
     size = load_release(args.model).image_size
     rng = random.Random(0)
-    pets = rng.sample(sorted(args.photos.glob("*/*.jpg")), 48)
+    pets = rng.sample(found, 48)
     with tempfile.TemporaryDirectory() as tmp:
         bigs = []
         for i, source in enumerate(pets[:2]):

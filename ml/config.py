@@ -36,7 +36,7 @@ class SplitParams(_Strict):
 
 
 class DataParams(_Strict):
-    source: str = "../shared/pets/PetImages"
+    source: str = "data/raw"
     seed: int = 42
     split: SplitParams = SplitParams()
 

@@ -1,8 +1,10 @@
-"""`make data`: make sure there are photos to prepare, downloading them when there are none.
+"""`make data` (Download Data): make sure the photo folder, params ``data.source``
+(``data/raw``), holds photos, downloading them when it holds none.
 
-Order: the configured folder (``../shared/pets/PetImages`` here) → ``data/raw`` → the Kaggle
-CLI when ``KAGGLE_USERNAME``/``KAGGLE_KEY`` are set → the public Microsoft archive. With no
-network it says so in one line and where to put the photos.
+Order: ``PETS_DIR=/folder`` (photos kept elsewhere: ``data/raw`` becomes a link to that folder,
+so DVC and every stage read them through it) → photos already in ``data/raw`` → the Kaggle CLI
+when ``KAGGLE_USERNAME``/``KAGGLE_KEY`` are set → the public Microsoft archive. With no network
+it says so in one line and where to put the photos.
 """
 
 from __future__ import annotations
@@ -20,7 +22,6 @@ import requests
 from tqdm import tqdm
 
 from ml.config import ConfigError, load_params
-from ml.prepare import FALLBACK_SOURCE
 
 MICROSOFT_URL = (
     "https://download.microsoft.com/download/3/E/1/3E1C3F21-ECDB-4869-8368-6DEBA77B919F/kagglecatsanddogs_5340.zip"
@@ -29,6 +30,32 @@ MICROSOFT_URL = (
 
 def has_photos(folder: Path) -> bool:
     return folder.is_dir() and any(folder.rglob("*.jpg"))
+
+
+class SourceError(ValueError):
+    """PETS_DIR cannot be used as the photo folder."""
+
+
+def link_source(dest: Path, photos: Path) -> None:
+    """Make ``dest`` a link to ``photos``, replacing an earlier link or an empty folder, never
+    photos of the user's own."""
+    if not has_photos(photos):
+        raise SourceError(f"PETS_DIR={photos} holds no .jpg photos")
+    target = photos.resolve()
+    if dest.is_symlink():
+        if dest.resolve() == target:
+            return
+    elif dest.is_dir() and any(dest.iterdir()):
+        raise SourceError(f"{dest} already holds files of its own: move them away, or unset PETS_DIR to use them")
+    elif dest.is_dir():
+        dest.rmdir()
+    elif dest.exists():
+        raise SourceError(f"{dest} is a file, not a folder of photos")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    staged = dest.with_name(f".{dest.name}.link")
+    staged.unlink(missing_ok=True)
+    staged.symlink_to(target, target_is_directory=True)
+    os.replace(staged, dest)  # one step: the folder is never missing in between
 
 
 def download_archive(url: str, dest: Path, timeout: float = 20.0) -> None:
@@ -67,31 +94,35 @@ def download_kaggle(dest: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--params", type=Path, default=Path("params.yaml"))
-    ap.add_argument("--dest", type=Path, default=FALLBACK_SOURCE)
+    ap.add_argument("--dest", type=Path, help="the photo folder (default: params data.source)")
     ap.add_argument("--url", default=MICROSOFT_URL)
     args = ap.parse_args(argv)
+    elsewhere = os.environ.get("PETS_DIR")
     try:
-        configured = Path(load_params(args.params).data.source)
-    except ConfigError as exc:
+        dest = args.dest or Path(load_params(args.params).data.source)
+        if elsewhere:
+            link_source(dest, Path(elsewhere))
+            print(f"photos from PETS_DIR: {dest} -> {Path(elsewhere).resolve()}")
+            return 0
+    except (ConfigError, SourceError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    for folder in (configured, args.dest):
-        if has_photos(folder):
-            print(f"photos present in {folder}; nothing to download")
-            return 0
+    if has_photos(dest):
+        print(f"photos present in {dest}; nothing to download")
+        return 0
     try:
         if os.environ.get("KAGGLE_USERNAME") and os.environ.get("KAGGLE_KEY") and shutil.which("kaggle"):
-            download_kaggle(args.dest)
+            download_kaggle(dest)
         else:
-            download_archive(args.url, args.dest)
+            download_archive(args.url, dest)
     except (requests.RequestException, subprocess.CalledProcessError, zipfile.BadZipFile, OSError) as exc:
         print(
             f"error: could not download the photos ({type(exc).__name__}); no network? "
-            f"Put them in {args.dest}/cats and {args.dest}/dogs (or set data.source in params.yaml).",
+            f"Put them in {dest}/cats and {dest}/dogs, or set PETS_DIR to a folder that holds them.",
             file=sys.stderr,
         )
         return 3
-    print(f"photos downloaded to {args.dest}")
+    print(f"photos downloaded to {dest}")
     return 0
 
 

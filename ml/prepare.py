@@ -15,18 +15,14 @@ from ml.config import ConfigError, SplitParams, load_params
 from ml.data import DataError, deduplicate, report, scan, split, write_manifest
 from ml.fileio import write_json
 
-FALLBACK_SOURCE = Path("data/raw")
 
-
-def resolve_source(configured: str | None) -> Path:
-    """The configured folder when it exists, else ``data/raw`` (where `make data` downloads)."""
-    if configured and Path(configured).is_dir():
+def resolve_source(configured: str) -> Path:
+    """The configured folder (params data.source, ``data/raw`` unless changed): the one DVC tracks."""
+    if Path(configured).is_dir():
         return Path(configured)
-    if FALLBACK_SOURCE.is_dir():
-        return FALLBACK_SOURCE
     raise DataError(
-        f"no photos: neither {configured} nor {FALLBACK_SOURCE} exists. Run `make data` to download them, "
-        f"or put them in {FALLBACK_SOURCE}/cats and {FALLBACK_SOURCE}/dogs"
+        f"no photos: {configured} does not exist. Run `make data` to download them (or PETS_DIR=/folder make data "
+        f"to use photos kept elsewhere), or put them in {configured}/cats and {configured}/dogs"
     )
 
 
@@ -43,7 +39,7 @@ def prepare(source: Path, out_dir: Path, seed: int, fractions: SplitParams, work
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--params", type=Path, default=Path("params.yaml"))
-    ap.add_argument("--source", help="photo folder (default: params data.source, else data/raw)")
+    ap.add_argument("--source", help="photo folder (default: params data.source)")
     ap.add_argument("--out", type=Path, default=Path("data/prepared"))
     args = ap.parse_args(argv)
     try:

@@ -11,7 +11,6 @@ import yaml
 
 from ml.artifact import load_release
 from ml.config import load_params
-from ml.download import main as download_main
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -51,27 +50,3 @@ def test_release_model_loads_and_its_card_is_complete() -> None:
     metrics = json.loads((ROOT / "metrics.json").read_text())
     assert metrics["accuracy"] == pytest.approx(card["test_metrics"]["accuracy"])
     assert card["test_metrics"]["accuracy"] >= params.gate.min_accuracy
-
-
-def test_no_network_is_one_clear_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    params = tmp_path / "params.yaml"
-    params.write_text(f"data: {{source: {tmp_path / 'absent'}}}\n")
-    # Port 9 on loopback refuses at once: the same failure as having no network.
-    code = download_main(
-        ["--params", str(params), "--dest", str(tmp_path / "raw"), "--url", "http://127.0.0.1:9/x.zip"]
-    )
-    assert code == 3
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "no network" in err[0] and "raw/cats" in err[0]
-    assert not (tmp_path / "raw").exists()
-
-
-def test_present_photos_are_not_downloaded_again(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    (tmp_path / "raw" / "cats").mkdir(parents=True)
-    (tmp_path / "raw" / "cats" / "1.jpg").write_bytes(b"x")
-    params = tmp_path / "params.yaml"
-    params.write_text(f"data: {{source: {tmp_path / 'absent'}}}\n")
-    assert (
-        download_main(["--params", str(params), "--dest", str(tmp_path / "raw"), "--url", "http://127.0.0.1:9/"]) == 0
-    )
-    assert "nothing to download" in capsys.readouterr().out
