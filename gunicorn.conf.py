@@ -39,6 +39,10 @@ if timeout <= DEADLINE_SECONDS:
     raise SystemExit(f"UPLOAD_DEADLINE_SECONDS ({DEADLINE_SECONDS:g}) must be below GUNICORN_TIMEOUT ({timeout})")
 graceful_timeout = env_int("GRACEFUL_TIMEOUT", 20)  # SIGTERM: finish in-flight requests
 keepalive = 5
+# Gunicorn 25.1+ opens a control socket in $HOME/.gunicorn unless told not to: under the image's
+# read-only root that is an ERROR at every start, and on a host one socket for every instance
+# of a user. Nothing here uses gunicornc.
+control_socket_disable = True
 max_requests = env_int("GUNICORN_MAX_REQUESTS", 5000, minimum=0)  # 0: never restart a worker
 max_requests_jitter = env_int("GUNICORN_MAX_REQUESTS_JITTER", 500, minimum=0)
 accesslog = None  # the app writes one JSON access line per request (with its request id)

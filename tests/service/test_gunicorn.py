@@ -419,3 +419,16 @@ def test_the_server_is_handed_over_once_every_worker_takes_requests(
         list(pool.map(lambda i: predict(server.url, i), range(N)))
         events = [json.loads(line) for line in server.log_lines() if line.startswith("{")]
     assert len({e["process"] for e in events if e.get("event") == "prediction"}) == 2
+
+
+def test_gunicorn_opens_no_control_socket_in_home(tiny_model: Path, tmp_path: Path) -> None:
+    # Gunicorn 25.1+ opens a control socket at $HOME/.gunicorn/gunicorn.ctl by default: under the
+    # image's read-only root it logged an ERROR at every start, and on a host every instance of
+    # one user shared the one socket. The service never uses it.
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {"HOME": str(home), "XDG_RUNTIME_DIR": ""}
+    with gunicorn(tmp_path, tiny_model, workers=1, extra_env=env) as server:
+        assert requests.get(f"{server.url}/health", timeout=10).status_code == 200
+        assert list(home.iterdir()) == []
+        assert not [line for line in server.log_lines() if '"ERROR"' in line or "Control server" in line]
