@@ -7,15 +7,19 @@
 
 # Pinned to an exact patch release; add @sha256:<digest> once your registry mirror resolves it.
 ARG PYTHON_IMAGE=python:3.11.14-slim-bookworm
+# Where torch and torchvision come from: PyTorch's CPU wheels. Empty: pip's own configuration
+# (deploy/image.sh, on a host that cannot reach this index; there torch is a CUDA build).
+ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
 
 FROM ${PYTHON_IMAGE} AS build
+ARG TORCH_INDEX_URL
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 COPY requirements-serve.txt /tmp/requirements-serve.txt
-# torch and torchvision at the versions requirements-serve.txt pins, but the CPU builds.
+# torch and torchvision at the versions requirements-serve.txt pins, from TORCH_INDEX_URL.
 RUN grep -E '^torch(vision)?==' /tmp/requirements-serve.txt > /tmp/torch.txt \
-    && pip install --index-url https://download.pytorch.org/whl/cpu -r /tmp/torch.txt \
+    && pip install ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"} -r /tmp/torch.txt \
     && pip install -r /tmp/requirements-serve.txt \
     && find /opt/venv -name '__pycache__' -prune -exec rm -rf {} +
 # hadolint ignore=DL3008

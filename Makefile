@@ -17,9 +17,13 @@ PORT ?= 8000
 # The release model compiled with AOTInductor (ml/export.py): what `make serve` and the image run.
 MODEL_PACKAGE := build/model.pt2
 # Binaries the tests drive for real (Debian packages): a browser and its driver, a load generator,
-# Prometheus and Alertmanager (promtool, amtool).
-APT_PACKAGES := chromium chromium-driver wrk prometheus prometheus-alertmanager nginx prometheus-nginx-exporter
-APT_BINARIES := chromium chromedriver wrk promtool amtool nginx prometheus-nginx-exporter
+# Prometheus and Alertmanager (promtool, amtool), nginx and its exporter, and a container engine:
+# podman with runc (crun refuses this kind of host's cgroups), netavark for published ports,
+# catatonit for pods, and debootstrap for base-image stand-ins where no registry answers.
+APT_PACKAGES := chromium chromium-driver wrk prometheus prometheus-alertmanager nginx prometheus-nginx-exporter \
+	podman runc netavark aardvark-dns iptables catatonit debootstrap
+APT_BINARIES := chromium chromedriver wrk promtool amtool nginx prometheus-nginx-exporter \
+	podman runc iptables catatonit debootstrap
 
 # Build parameters (Jenkins passes its build buttons as these; 1/true and 0/false both work).
 SKIP_TRAINING ?= 0
@@ -28,7 +32,7 @@ truthy = $(filter 1 true yes on,$(shell printf '%s' '$(1)' | tr '[:upper:]' '[:l
 # deploy/jenkins/) and the accessibility audit the browser tests run (axe-core, in tests/).
 NODE_TOOLS := deploy/jenkins/node_modules/.installed tests/node_modules/.installed
 
-.PHONY: help setup system-deps node-tools lint format test test-unit checkout data train evaluate register \
+.PHONY: help setup system-deps node-tools lint format test test-unit test-image checkout data train evaluate register \
 	validate image push deploy smoke status logs port-forward alerts kind-down export-model serve mlflow-ui bench-train \
 	bench-serve replay monitor-up monitor-down mail pipeline clean
 
@@ -43,7 +47,7 @@ $(STAMP): requirements.txt requirements-serve.txt requirements-dev.txt pyproject
 
 setup: $(STAMP) ## Create .venv and install pinned dependencies (idempotent)
 
-system-deps: ## Install the Debian packages tests drive (chromium, wrk, prometheus, alertmanager, nginx and its exporter) if missing
+system-deps: ## Install the Debian packages tests drive (chromium, wrk, prometheus, alertmanager, nginx, podman...) if missing
 	@missing=$$(for b in $(APT_BINARIES); do command -v $$b >/dev/null || echo $$b; done); \
 	if [ -z "$$missing" ]; then exit 0; fi; \
 	if [ "$$(id -u)" != 0 ] && [ "$${CI:-}" != true ]; then \
@@ -60,8 +64,8 @@ lint: $(STAMP) ## ruff, ruff format --check, mypy (app/, ml/), shellcheck (scrip
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
-	$(BIN)/shellcheck deploy/*.sh .ci/run
-	$(BIN)/hadolint Dockerfile deploy/jenkins/Dockerfile
+	$(BIN)/shellcheck deploy/*.sh deploy/podman/*.sh .ci/run
+	$(BIN)/hadolint Dockerfile deploy/jenkins/Dockerfile deploy/podman/*.Containerfile
 
 format: $(STAMP) ## Apply ruff's fixes and formatting
 	$(BIN)/ruff check --fix .
@@ -71,10 +75,14 @@ test: lint system-deps node-tools ## Everything CI checks: lint, unit, integrati
 	@mkdir -p build
 	$(PY) -m pytest --junitxml=build/junit.xml
 
-test-unit: $(STAMP) ## Tests that need no real photos (JUnit and coverage reports in build/)
+test-unit: $(STAMP) ## Tests that need no real photos or container engine (JUnit and coverage in build/)
 	@mkdir -p build
-	$(PY) -m pytest -m "not integration" --junitxml=build/junit-unit.xml \
+	$(PY) -m pytest -m "not integration and not container" --junitxml=build/junit-unit.xml \
 		--cov=app --cov=ml --cov-report=term:skip-covered --cov-report=xml:build/coverage.xml
+
+test-image: $(STAMP) system-deps ## The real image built with podman and run as the pod runs it (~10 min; make test runs it too)
+	@mkdir -p build
+	$(PY) -m pytest -m container --junitxml=build/junit-image.xml
 
 checkout: ## Record what is being built (commit, branch, clean tree) in build/build-info.json
 	@mkdir -p build
@@ -84,7 +92,7 @@ checkout: ## Record what is being built (commit, branch, clean tree) in build/bu
 		> build/build-info.json; \
 	echo "building $$commit on $${branch#origin/} ($$dirty files with uncommitted changes)"
 
-data: $(STAMP) ## Find (or download) the photos and run the prepare stage
+data: $(STAMP) ## Photos in data/raw (downloaded, or PETS_DIR=folder links it), then the prepare stage
 	$(PY) -m ml.download
 	$(DVC) repro prepare
 

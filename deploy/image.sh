@@ -1,13 +1,21 @@
 #!/usr/bin/env bash
 # The Docker Build and Push stages: `make image`, `make push`.
 #
-#   build  docker build with OCI labels; tags ghcr.io/<owner>/pet-classifier:<git sha> (or
-#          IMAGE_TAG) and :<model version>; Trivy scan where installed (fails on fixable HIGH or
-#          CRITICAL findings). Without a Docker engine: the local target, said plainly.
-#   push   docker login ghcr.io with GHCR_USER/GHCR_TOKEN (Jenkins: withCredentials), push both
+#   build  build the Dockerfile with OCI labels; tags ghcr.io/<owner>/pet-classifier:<git sha>
+#          (or IMAGE_TAG) and :<model version>; Trivy scan where installed (fails on fixable
+#          HIGH or CRITICAL findings). The engine: Docker where it runs, else podman (with
+#          deploy/podman/containers.conf), else the local target, said plainly.
+#   push   login to ghcr.io with GHCR_USER/GHCR_TOKEN (Jenkins: withCredentials), push both
 #          tags, and :latest only from main. Without an engine or credentials: said plainly.
 #
-# Writes build/image.json (image, tags, target) for the later stages and the summary.
+# CONTAINER_ENGINE=docker|podman|none chooses the engine instead (default: auto).
+# PYTHON_IMAGE and TORCH_INDEX_URL override the Dockerfile's build arguments. With podman, a
+# base image that cannot be pulled is replaced by a stand-in built from Debian
+# (deploy/podman/standin.sh), and where PyTorch's CPU index cannot be reached, torch
+# comes from pip's own configuration, which the build reads through read-only bind mounts
+# (never copied into a layer). Both are said plainly.
+#
+# Writes build/image.json (IMAGE_RECORD: image, tags, engine) for the later stages and the summary.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p build
@@ -22,39 +30,117 @@ VERSION=$(.venv/bin/python -c 'import tomllib; print(tomllib.load(open("pyprojec
 BRANCH=${BRANCH_NAME:-${GIT_BRANCH:-$(git rev-parse --abbrev-ref HEAD 2>/dev/null || echo unknown)}}
 BRANCH=${BRANCH#origin/}
 
-engine() { command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1; }
+RECORD=${IMAGE_RECORD:-build/image.json}
+export CONTAINERS_CONF=${CONTAINERS_CONF:-$PWD/deploy/podman/containers.conf}
+
+engine() {  # docker, podman or none: the first that runs here
+  case "${CONTAINER_ENGINE:-auto}" in
+    docker | podman | none) echo "$CONTAINER_ENGINE"; return ;;
+    auto) ;;
+    *) echo "CONTAINER_ENGINE must be docker, podman, none or auto, not '$CONTAINER_ENGINE'" >&2; exit 2 ;;
+  esac
+  if command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1; then
+    echo docker
+  elif command -v podman >/dev/null 2>&1 && podman info >/dev/null 2>&1; then
+    echo podman
+  else
+    echo none
+  fi
+}
+
+dockerfile_arg() {  # NAME: the default the Dockerfile gives it
+  sed -n "s/^ARG $1=//p" Dockerfile | head -n 1
+}
+
+base_image() {  # the Python base podman builds on: the pinned one, else a stand-in
+  local wanted=${PYTHON_IMAGE:-$(dockerfile_arg PYTHON_IMAGE)}
+  if podman image exists "$wanted" || podman pull --quiet "$wanted" >/dev/null 2>&1; then
+    echo "$wanted"
+    return
+  fi
+  local standin; standin=$(deploy/podman/standin.sh python)
+  echo "base image: $wanted cannot be pulled here → $standin, a stand-in built from Debian" >&2
+  echo "$standin"
+}
+
+torch_index() {  # the index torch comes from: TORCH_INDEX_URL, the Dockerfile's, or pip's own
+  if [ -n "${TORCH_INDEX_URL+set}" ]; then
+    printf '%s' "$TORCH_INDEX_URL"
+    return
+  fi
+  local url; url=$(dockerfile_arg TORCH_INDEX_URL)
+  if curl -sSf -m 10 -o /dev/null "$url/torch/" 2>/dev/null; then
+    printf '%s' "$url"
+  else
+    echo "torch: $url cannot be reached here: torch comes from pip's own index (a CUDA build, several GB)" >&2
+  fi
+}
+
+pip_mounts() {  # -v options: this host's pip configuration, read-only, for the build's RUN steps
+  local path
+  # pip's configuration files; a user's own is read as root's, who runs the build's pip.
+  python3 -m pip config debug 2>/dev/null | sed -n 's/^  \(.*\), exists: True$/\1/p' | while read -r path; do
+    case "$path" in
+      "$HOME"/*) printf -- '-v\n%s:/root/%s:ro\n' "$path" "${path#"$HOME"/}" ;;
+      *) printf -- '-v\n%s:%s:ro\n' "$path" "$path" ;;
+    esac
+  done
+  {
+    printf '%s\n' "${PIP_CERT:-}"
+    tr ' ' '\n' <<<"${PIP_FIND_LINKS:-}"
+    # What those files name: the CA bundle, find-links folders, file:// indexes (with their
+    # files beside them).
+    python3 -m pip config list 2>/dev/null | grep -oE "(file://)?/[^' ]+" | sed -e 's|^file://||' -e 's|/simple/*$||'
+  } | sort -u | while read -r path; do
+    if [ -n "$path" ] && [ -e "$path" ]; then printf -- '-v\n%s:%s:ro\n' "$path" "$path"; fi
+  done
+}
 
 record() {  # target, tags...
   local target=$1; shift
   local tags; tags=$(printf '"%s",' "$@"); tags="[${tags%,}]"
   printf '{"image": "%s", "tags": %s, "model_version": "%s", "commit": "%s", "target": "%s"}\n' \
-    "$REPO:$TAG" "$tags" "$MODEL_VERSION" "$COMMIT" "$target" > build/image.json.tmp
-  mv build/image.json.tmp build/image.json
+    "$REPO:$TAG" "$tags" "$MODEL_VERSION" "$COMMIT" "$target" > "$RECORD.tmp"
+  mv "$RECORD.tmp" "$RECORD"
 }
 
 build() {
-  if ! engine; then
-    echo "Docker Build: no Docker engine here → LOCAL TARGET: no image is built; the service runs"
-    echo "from this checkout under the image's own command (gunicorn -c gunicorn.conf.py)."
-    record local "$REPO:$TAG" "$REPO:$MODEL_VERSION"
-    return 0
-  fi
-  docker build --pull \
-    --build-arg GIT_COMMIT="$COMMIT" --build-arg VERSION="$VERSION" --build-arg MODEL_VERSION="$MODEL_VERSION" \
-    --build-arg SOURCE_URL="https://github.com/$OWNER/pet-classifier" \
-    -t "$REPO:$TAG" -t "$REPO:$MODEL_VERSION" .
+  local engine; engine=$(engine)
+  local args=(--build-arg GIT_COMMIT="$COMMIT" --build-arg VERSION="$VERSION" --build-arg MODEL_VERSION="$MODEL_VERSION"
+    --build-arg SOURCE_URL="https://github.com/$OWNER/pet-classifier" -t "$REPO:$TAG" -t "$REPO:$MODEL_VERSION")
+  local start=$SECONDS
+  case "$engine" in
+    none)
+      echo "Docker Build: no container engine here (Docker or podman) → LOCAL TARGET: no image is built;"
+      echo "the service runs from this checkout under the image's own command (gunicorn -c gunicorn.conf.py)."
+      record local "$REPO:$TAG" "$REPO:$MODEL_VERSION"
+      return 0 ;;
+    docker)
+      [ -z "${PYTHON_IMAGE:-}" ] || args+=(--build-arg PYTHON_IMAGE="$PYTHON_IMAGE")
+      [ -z "${TORCH_INDEX_URL+set}" ] || args+=(--build-arg TORCH_INDEX_URL="$TORCH_INDEX_URL")
+      docker build --pull "${args[@]}" . ;;
+    podman)
+      local base index mounts
+      base=$(base_image)
+      index=$(torch_index)
+      mapfile -t mounts < <(pip_mounts)
+      # --format docker: the OCI format silently drops HEALTHCHECK.
+      podman build --format docker --pull=never "${mounts[@]}" \
+        --build-arg PYTHON_IMAGE="$base" --build-arg TORCH_INDEX_URL="$index" "${args[@]}" . ;;
+  esac
   if command -v trivy >/dev/null 2>&1; then
     trivy image --exit-code 1 --severity HIGH,CRITICAL --ignore-unfixed --no-progress "$REPO:$TAG"
   else
     echo "warning: trivy is not installed: the image was not scanned (deploy/jenkins/Dockerfile installs it)"
   fi
-  record docker "$REPO:$TAG" "$REPO:$MODEL_VERSION"
-  echo "built $REPO:$TAG and $REPO:$MODEL_VERSION"
+  record "$engine" "$REPO:$TAG" "$REPO:$MODEL_VERSION"
+  echo "built $REPO:$TAG and $REPO:$MODEL_VERSION with $engine in $((SECONDS - start)) s"
 }
 
 push() {
-  if ! engine; then
-    echo "Push: no Docker engine here → LOCAL TARGET: nothing to push."
+  local engine; engine=$(engine)
+  if [ "$engine" = none ]; then
+    echo "Push: no container engine here → LOCAL TARGET: nothing to push."
     return 0
   fi
   if [ -z "${GHCR_USER:-}" ] || [ -z "${GHCR_TOKEN:-}" ]; then
@@ -62,17 +148,17 @@ push() {
       echo "Push: GHCR_USER/GHCR_TOKEN are not set (Jenkins credential 'ghcr-credentials')" >&2
       return 1
     fi
-    echo "Push: no GHCR_USER/GHCR_TOKEN → not pushing; the image stays local (kind load uses it)."
+    echo "Push: no GHCR_USER/GHCR_TOKEN → not pushing; the image stays local (the deploy uses it)."
     return 0
   fi
-  printf '%s' "$GHCR_TOKEN" | docker login ghcr.io --username "$GHCR_USER" --password-stdin
+  printf '%s' "$GHCR_TOKEN" | "$engine" login ghcr.io --username "$GHCR_USER" --password-stdin
   local tags=("$REPO:$TAG" "$REPO:$MODEL_VERSION")
   if [ "$BRANCH" = main ]; then
-    docker tag "$REPO:$TAG" "$REPO:latest"
+    "$engine" tag "$REPO:$TAG" "$REPO:latest"
     tags+=("$REPO:latest")
   fi
-  for t in "${tags[@]}"; do docker push "$t"; done
-  docker logout ghcr.io >/dev/null
+  for t in "${tags[@]}"; do "$engine" push "$t"; done
+  "$engine" logout ghcr.io >/dev/null
   echo "pushed ${tags[*]}"
 }
 
