@@ -137,6 +137,18 @@ def test_termination_grace_covers_prestop_and_gunicorn_drain(docs: list[Doc]) ->
         assert pod["terminationGracePeriodSeconds"] >= pause + graceful, c["name"]
 
 
+def test_gunicorn_outlasts_the_proxy_it_stands_behind(docs: list[Doc]) -> None:
+    # Kubernetes signals every container once its own preStop ends. Had Gunicorn stopped when
+    # nginx did, requests nginx had accepted but not yet passed on (uploads still arriving, or
+    # queued for a worker) met a closed port: 503s, found by stopping the real pod under load
+    # (tests/deploy/test_pod.py). So the API's preStop outlasts nginx's preStop and its drain.
+    dep = find(docs, "Deployment", "pet-classifier")
+    pause = {c["name"]: c["lifecycle"]["preStop"]["sleep"]["seconds"] for c in containers(dep)}
+    nginx_drain = re.search(r"^worker_shutdown_timeout (\d+)s;", NGINX_CONF.read_text(), re.MULTILINE)
+    assert nginx_drain
+    assert pause["api"] >= pause["proxy"] + int(nginx_drain[1])
+
+
 def test_container_port_probes_and_gunicorn_bind_agree(docs: list[Doc]) -> None:
     settings = configmap_by_prefix(docs, "pet-classifier-config")["data"]
     env = {**settings, "PROMETHEUS_MULTIPROC_DIR": "/tmp/unused-multiproc"}
