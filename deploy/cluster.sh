@@ -1,15 +1,19 @@
 #!/usr/bin/env bash
-# Deploy, Smoke Tests and the day-two targets, against the Kind cluster `mlops` or, where
-# Docker or Kind is absent, the local target (deploy/local-stack.sh: the service under
-# Gunicorn and the monitoring stack as processes on loopback).
+# Deploy, Smoke Tests and the day-two targets, against the Kind cluster `mlops`; where Docker or
+# Kind is absent but podman built the image, the pod target (deploy/pod.py: the pod deploy/k8s
+# renders, run by podman, with the monitoring stack as processes on loopback); else the local
+# target (deploy/local-stack.sh: the service under Gunicorn and nginx, and the monitoring stack,
+# as processes on loopback).
 #
 #   deploy        kind: create the cluster if absent, kind load the image, create the Secrets,
-#                 apply deploy/k8s (kustomize) and wait for the rollout.  local: restart the stack.
+#                 apply deploy/k8s (kustomize) and wait for the rollout.  podman: run the pod
+#                 from the rendered manifest and wait for its probes.  local: restart the stack.
 #   smoke         app/smoke.py against the service; in the cluster a failure rolls the
 #                 Deployment back (kubectl rollout undo) and keeps diagnostics in build/diagnostics.
 #   status | logs | port-forward | alerts | down
 #
-# DEPLOY_TARGET=kind|local|auto (auto: kind where a Docker engine, kind and kubectl all work).
+# DEPLOY_TARGET=kind|podman|local|auto (auto: kind where a Docker engine, kind and kubectl all
+# work; else podman where `make image` built the image with podman; else local).
 # Secrets come from the environment (Jenkins withCredentials): SMTP_PASSWORD, and optionally
 # FEEDBACK_SECRET (32 characters or more) and GRAFANA_ADMIN_PASSWORD (generated once and kept in
 # the cluster if unset).
@@ -19,18 +23,21 @@ mkdir -p build
 CLUSTER=mlops
 NS=mlops
 PY=.venv/bin/python
+export CONTAINERS_CONF=${CONTAINERS_CONF:-$PWD/deploy/podman/containers.conf}
 
 target() {
   case "${DEPLOY_TARGET:-auto}" in
-    kind | local) echo "$DEPLOY_TARGET" ;;
+    kind | podman | local) echo "$DEPLOY_TARGET" ;;
     auto)
       if command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1 \
         && command -v kind >/dev/null 2>&1 && command -v kubectl >/dev/null 2>&1; then
         echo kind
+      elif [ -f build/image.json ] && [ "$(image_field target)" = podman ]; then
+        echo podman
       else
         echo local
       fi ;;
-    *) echo "DEPLOY_TARGET must be kind, local or auto, not '$DEPLOY_TARGET'" >&2; exit 2 ;;
+    *) echo "DEPLOY_TARGET must be kind, podman, local or auto, not '$DEPLOY_TARGET'" >&2; exit 2 ;;
   esac
 }
 
@@ -39,10 +46,12 @@ record() {  # target, url
   mv build/deploy.json.tmp build/deploy.json
 }
 
-image() {  # the image the Docker Build stage recorded
+image_field() {  # field: what the Docker Build stage recorded
   [ -f build/image.json ] || { echo "build/image.json is missing: run \`make image\` first" >&2; exit 1; }
-  $PY -c 'import json; print(json.load(open("build/image.json"))["image"])'
+  $PY -c 'import json, sys; print(json.load(open("build/image.json"))[sys.argv[1]])' "$1"
 }
+
+image() { image_field image; }
 
 secret_once() {  # name, key, value-or-empty: create with a random value only when absent
   local name=$1 key=$2 value=$3
@@ -98,6 +107,18 @@ deploy_local() {
   record local "http://127.0.0.1:8080"  # through nginx, as Kind publishes the API
 }
 
+deploy_podman() {
+  local img; img=$(image)
+  echo "Deploy: no Kind cluster here (Docker engine or kind missing) → POD TARGET: the pod deploy/k8s renders"
+  echo "(API $img, nginx, exporter), run by podman from the rendered manifest, with Prometheus,"
+  echo "Alertmanager, an SMTP sink and MLflow as processes on loopback."
+  deploy/local-stack.sh down >/dev/null
+  $PY deploy/pod.py down
+  $PY deploy/pod.py up --image "$img"
+  STACK_API=pod deploy/local-stack.sh up
+  record podman "http://127.0.0.1:8080"  # through the pod's nginx, as Kind publishes the API
+}
+
 diagnostics() {
   local dir=build/diagnostics
   rm -rf "$dir" && mkdir -p "$dir"
@@ -115,10 +136,21 @@ diagnostics() {
 }
 
 smoke() {
-  if [ "$(target)" = local ]; then
-    $PY -m app.smoke --url http://127.0.0.1:8080
-    return
-  fi
+  case "$(target)" in
+    local)
+      $PY -m app.smoke --url http://127.0.0.1:8080
+      return ;;
+    podman)
+      if ! $PY -m app.smoke --url http://127.0.0.1:8080; then
+        mkdir -p build/diagnostics
+        for c in api proxy proxy-metrics; do
+          podman logs "pet-classifier-$c" >"build/diagnostics/$c.log" 2>&1 || echo "(podman logs exited $?)" >>"build/diagnostics/$c.log"
+        done
+        echo "smoke tests failed against the pod: its logs are in build/diagnostics/" >&2
+        return 1
+      fi
+      return ;;
+  esac
   local port; port=$($PY -c 'from app.local_server import free_port; print(free_port())')
   kubectl -n $NS port-forward svc/pet-classifier "$port:80" >build/port-forward.log 2>&1 &
   local pf=$!
@@ -133,10 +165,10 @@ smoke() {
 }
 
 status() {
-  if [ "$(target)" = local ]; then
-    deploy/local-stack.sh status
-    return
-  fi
+  case "$(target)" in
+    local) deploy/local-stack.sh status; return ;;
+    podman) $PY deploy/pod.py status; deploy/local-stack.sh status; return ;;
+  esac
   kubectl -n $NS get pods -o wide
   kubectl -n $NS get hpa pet-classifier
   kubectl -n $NS get deployment pet-classifier \
@@ -148,13 +180,15 @@ status() {
 logs() {
   if [ "$(target)" = local ]; then
     tail -n 100 -f .monitor/service.log
+  elif [ "$(target)" = podman ]; then
+    podman logs --follow --tail 100 pet-classifier-api
   else
     kubectl -n $NS logs -f -l app.kubernetes.io/name=pet-classifier --all-containers --max-log-requests 10 --prefix
   fi
 }
 
 port_forward() {
-  if [ "$(target)" = local ]; then
+  if [ "$(target)" != kind ]; then
     echo "local target: everything already listens on loopback (API :8080 through nginx, :8000 direct; Prometheus :9090, Alertmanager :9093)"
     return
   fi
@@ -173,6 +207,11 @@ alerts() {
 }
 
 down() {
+  if [ "$(target)" = podman ]; then
+    $PY deploy/pod.py down
+    deploy/local-stack.sh down
+    return
+  fi
   if command -v kind >/dev/null 2>&1 && kind get clusters 2>/dev/null | grep -qx "$CLUSTER"; then
     kind delete cluster --name "$CLUSTER"
   else
@@ -189,7 +228,9 @@ if secret and len(secret) < MIN_SECRET_CHARS:
 }
 
 case "${1:-}" in
-  deploy) check_feedback_secret; if [ "$(target)" = kind ]; then deploy_kind; else deploy_local; fi ;;
+  deploy)
+    check_feedback_secret
+    case "$(target)" in kind) deploy_kind ;; podman) deploy_podman ;; *) deploy_local ;; esac ;;
   smoke) smoke ;;
   status) status ;;
   logs) logs ;;

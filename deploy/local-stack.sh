@@ -5,6 +5,9 @@
 # Alertmanager :9093, SMTP sink :1025 (mail kept in .monitor/mail, read with `make mail`),
 # MLflow UI :5001. Configs are rendered from deploy/k8s/app/nginx.conf, prometheus/ and
 # alertmanager/ (the one source); nothing is hand-copied.
+#
+# STACK_API=pod: the API, its nginx and the exporter are the real pod (deploy/pod.py, podman),
+# already publishing :8000, :8080 and :9113; only the monitoring around it starts here.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 STATE=.monitor
@@ -45,6 +48,7 @@ ports_free() {  # before anything starts: another process on a port would answer
   local entry name port unit hint taken=0
   for entry in $PORTS; do
     IFS=: read -r name port unit <<<"$entry"
+    case "${STACK_API:-}:$name" in pod:service | pod:proxy | pod:proxy-metrics) continue ;; esac
     if ! running "$name" && listening "$port"; then
       hint=""
       [ -z "$unit" ] || hint="; is it Debian's $unit service? sudo systemctl disable --now $unit"
@@ -55,17 +59,9 @@ ports_free() {  # before anything starts: another process on a port would answer
   return "$taken"
 }
 
-up() {
-  ports_free || exit 1
-  mkdir -p "$STATE/mail/new" "$STATE/mail/cur" "$STATE/mail/tmp" "$STATE/prometheus-data" "$STATE/alertmanager-data"
-  $BIN/python prometheus/render_local.py --out "$STATE/prometheus.yml" \
-    --target pet-classifier=127.0.0.1:8000 --target pet-classifier-proxy=127.0.0.1:9113 \
-    --target prometheus=127.0.0.1:9090 \
-    --target alertmanager=127.0.0.1:9093 --alertmanager 127.0.0.1:9093 ${FAST:+--interval 5s}
-  $BIN/python alertmanager/render_local.py --smtp 127.0.0.1:1025 --out "$STATE/alertmanager.yml" ${FAST:+--fast}
+start_api() {  # Gunicorn and the pod's nginx in front of it, as processes
   $BIN/python deploy/render_proxy.py --listen 127.0.0.1:8080 --upstream 127.0.0.1:8000 --status 127.0.0.1:8081 \
     --out "$STATE/proxy/nginx.conf"
-  start smtp $BIN/python -m aiosmtpd -n -l 127.0.0.1:1025 -c aiosmtpd.handlers.Mailbox "$STATE/mail"
   if ! running service; then
     # prometheus_client's multiprocess files must not outlive the server: a fresh one counts from 0.
     rm -rf "$STATE/prometheus-multiproc"
@@ -76,6 +72,18 @@ up() {
   [ -n "$nginx" ] || { echo "nginx is missing: make system-deps installs it" >&2; exit 1; }
   start proxy "$nginx" -p "$PWD/$STATE/proxy/" -c "$PWD/$STATE/proxy/nginx.conf" -e stderr \
     -g "$($BIN/python deploy/render_proxy.py --globals)"
+}
+
+up() {
+  ports_free || exit 1
+  mkdir -p "$STATE/mail/new" "$STATE/mail/cur" "$STATE/mail/tmp" "$STATE/prometheus-data" "$STATE/alertmanager-data"
+  $BIN/python prometheus/render_local.py --out "$STATE/prometheus.yml" \
+    --target pet-classifier=127.0.0.1:8000 --target pet-classifier-proxy=127.0.0.1:9113 \
+    --target prometheus=127.0.0.1:9090 \
+    --target alertmanager=127.0.0.1:9093 --alertmanager 127.0.0.1:9093 ${FAST:+--interval 5s}
+  $BIN/python alertmanager/render_local.py --smtp 127.0.0.1:1025 --out "$STATE/alertmanager.yml" ${FAST:+--fast}
+  start smtp $BIN/python -m aiosmtpd -n -l 127.0.0.1:1025 -c aiosmtpd.handlers.Mailbox "$STATE/mail"
+  [ "${STACK_API:-}" = pod ] || start_api
   start alertmanager prometheus-alertmanager --config.file="$STATE/alertmanager.yml" \
     --storage.path="$STATE/alertmanager-data" --web.listen-address=127.0.0.1:9093 --cluster.listen-address=
   start prometheus prometheus --config.file="$STATE/prometheus.yml" --storage.tsdb.path="$STATE/prometheus-data" \
@@ -83,9 +91,11 @@ up() {
   start mlflow $BIN/mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5001
   wait_http service http://127.0.0.1:8000/ready
   wait_http proxy http://127.0.0.1:8080/ready
-  # Debian's exporter (0.11) gives up at start if nginx does not answer yet; the pod's (1.x) waits.
-  start proxy-metrics prometheus-nginx-exporter --nginx.scrape-uri=http://127.0.0.1:8081/stub_status \
-    --web.listen-address=127.0.0.1:9113
+  if [ "${STACK_API:-}" != pod ]; then
+    # Debian's exporter (0.11) gives up at start if nginx does not answer yet; the pod's (1.x) waits.
+    start proxy-metrics prometheus-nginx-exporter --nginx.scrape-uri=http://127.0.0.1:8081/stub_status \
+      --web.listen-address=127.0.0.1:9113
+  fi
   wait_http proxy-metrics http://127.0.0.1:9113/metrics
   wait_http prometheus http://127.0.0.1:9090/-/ready
   wait_http alertmanager http://127.0.0.1:9093/-/ready
