@@ -2,9 +2,10 @@
 
     python alertmanager/render_local.py --smtp 127.0.0.1:1025 --out .monitor/alertmanager.yml [--fast]
 
-Mail goes to a local SMTP sink without TLS or authentication; templates are referenced by
-absolute path; --fast shortens group_wait/group_interval for tests and demos. Routes,
-receivers and inhibition rules stay exactly as written.
+Mail goes to a local SMTP sink without TLS or authentication; the dead man's switch receiver
+sends nowhere (its heartbeat URL is a deployment setting, and nothing here may call out);
+templates are referenced by absolute path; --fast shortens group_wait/group_interval for tests
+and demos. Routes and inhibition rules stay exactly as written.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ def render(smtp: str, fast: bool = False) -> dict[str, Any]:
     for key in ("smtp_auth_username", "smtp_auth_password_file"):
         config["global"].pop(key, None)
     config["templates"] = [str(HERE / "templates" / "*.tmpl")]
+    for receiver in config["receivers"]:
+        receiver.pop("webhook_configs", None)
     if fast:
         for route in [config["route"], *config["route"].get("routes", [])]:
             route.update(group_wait="1s", group_interval="2s", repeat_interval="1h")

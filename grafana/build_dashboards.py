@@ -23,8 +23,8 @@ SCHEMA_VERSION = 39
 Panel = tuple[str, list[tuple[str, str]], str, str]
 
 API: list[Panel] = [
-    ("Request rate", [("sum by (job) (job:http_requests:rate5m)", "{{job}}")], "reqps", "timeseries"),
-    ("Error ratio (5xx / all)", [("job:http_error_ratio:rate5m", "{{job}}")], "percentunit", "timeseries"),
+    ("API request rate (/predict, /feedback)", [("job:api_requests:rate5m", "{{job}}")], "reqps", "timeseries"),
+    ("API error ratio (5xx, no probes)", [("job:api_error_ratio:rate5m", "{{job}}")], "percentunit", "timeseries"),
     (
         "Latency p50 by endpoint",
         [("job_endpoint:http_request_duration_seconds:p50_5m", "{{endpoint}}")],
@@ -150,7 +150,7 @@ CLUSTER: list[Panel] = [
 # Where an alert fires, drawn on its panel: panel title -> (alert, [(value, colour)]). The first
 # value is the alert's own threshold (tests/service/test_dashboards.py reads it from alerts.yml).
 THRESHOLDS: dict[str, tuple[str, list[tuple[float, str]]]] = {
-    "Error ratio (5xx / all)": ("PetClassifierHighErrorRatio", [(0.05, "orange"), (0.20, "red")]),
+    "API error ratio (5xx, no probes)": ("PetClassifierHighErrorRatio", [(0.05, "orange"), (0.20, "red")]),
     "Latency p95 by endpoint": ("PetClassifierHighLatencyP95", [(0.5, "orange")]),
     "Latency p99 by endpoint": ("PetClassifierLatencyP99Critical", [(2.0, "red")]),
     "Requests held by each pod's nginx (429 past 64)": ("PetClassifierProxyNearLimit", [(48, "orange"), (64, "red")]),

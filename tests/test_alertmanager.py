@@ -42,6 +42,10 @@ def test_no_secret_in_the_config() -> None:
         (["alertname=PetClassifierHighLatencyP95", "severity=warning", "service=pet-classifier"], "oncall-digest"),
         (["alertname=PetClassifierLiveAccuracyLow", "severity=warning"], "oncall-digest"),
         (["alertname=SomethingUnlabelled"], "oncall-digest"),
+        # The dead man's switch goes to its own receiver, never to a person.
+        (["alertname=Watchdog", "severity=none"], "deadmans-switch"),
+        (["alertname=TargetDown", "severity=warning", "job=kube-state-metrics"], "oncall-digest"),
+        (["alertname=PrometheusRuleFailures", "severity=critical"], "oncall-page"),
     ],
 )
 def test_routes(labels: list[str], receiver: str) -> None:
