@@ -167,7 +167,7 @@ smoke() {
 status() {
   case "$(target)" in
     local) deploy/local-stack.sh status; return ;;
-    podman) $PY deploy/pod.py status; deploy/local-stack.sh status; return ;;
+    podman) $PY deploy/pod.py status; STACK_API=pod deploy/local-stack.sh status; return ;;
   esac
   kubectl -n $NS get pods -o wide
   kubectl -n $NS get hpa pet-classifier

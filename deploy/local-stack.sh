@@ -123,7 +123,9 @@ down() {
 }
 
 status() {
-  for name in proxy proxy-metrics service prometheus alertmanager smtp mlflow; do
+  local names="proxy proxy-metrics service prometheus alertmanager smtp mlflow"
+  [ "${STACK_API:-}" != pod ] || names="prometheus alertmanager smtp mlflow"  # the pod runs the rest
+  for name in $names; do
     if running "$name"; then
       echo "$name: running (pid $(cat "$STATE/$name.pid"))"
     else

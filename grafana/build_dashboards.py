@@ -47,7 +47,7 @@ API: list[Panel] = [
     (
         # Past nginx.conf's limit_conn of 64 a pod's nginx answers 429 (PetClassifierProxyNearLimit at 48).
         "Requests held by each pod's nginx (429 past 64)",
-        [("instance:pet_proxy_requests_in_flight:count", "{{instance}}")],
+        [("instance:pet_proxy_requests_in_flight:count", "{{pod}}")],
         "short",
         "timeseries",
     ),

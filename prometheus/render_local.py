@@ -4,7 +4,9 @@
         --target prometheus=127.0.0.1:9090 --alertmanager 127.0.0.1:9093 --out /tmp/prometheus.yml
 
 Each job named with --target scrapes those loopback addresses instead of discovering them in the cluster; jobs
-with no local target (node-exporter, kube-state-metrics) are left out. Rule files are pointed at
+with no local target (node-exporter, kube-state-metrics) are left out. A job that finds pods
+through Kubernetes gives its local target the labels its relabelling would: namespace "local"
+and the address as the pod's name, so per-pod alerts and panels work here too. Rule files are pointed at
 this folder's rules/, and --fast shortens intervals for tests. Nothing else changes.
 """
 
@@ -31,8 +33,15 @@ def render(
     for job in config["scrape_configs"]:
         if job["job_name"] not in targets:
             continue
-        local = {k: v for k, v in job.items() if k not in ("dns_sd_configs", "relabel_configs", "static_configs")}
-        local["static_configs"] = [{"targets": targets[job["job_name"]]}]
+        discovery = ("dns_sd_configs", "kubernetes_sd_configs", "relabel_configs", "static_configs")
+        local = {k: v for k, v in job.items() if k not in discovery}
+        if "kubernetes_sd_configs" in job:
+            local["static_configs"] = [
+                {"targets": [address], "labels": {"namespace": "local", "pod": address}}
+                for address in targets[job["job_name"]]
+            ]
+        else:
+            local["static_configs"] = [{"targets": targets[job["job_name"]]}]
         jobs.append(local)
     config["scrape_configs"] = jobs
     if interval:

@@ -4,13 +4,19 @@ silent one)."""
 
 from __future__ import annotations
 
+import copy
+import json
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
+from typing import Any
 
+import requests
 import yaml
 
+from app.local_server import free_port
 from tests.helpers import nginx_connection_limit
 from tests.helpers import require_tool as tool
 
@@ -100,11 +106,31 @@ def test_the_proxy_alert_follows_the_limit_in_nginx_conf() -> None:
     assert f"limit of {limit} " in notes["summary"] and f"past {limit} " in notes["description"]  # type: ignore[index]
 
 
+def with_file_sd(config: dict[str, Any], targets: Path) -> dict[str, Any]:
+    """The in-cluster configuration with Kubernetes discovery swapped for file discovery that
+    offers the same ``__meta_kubernetes_*`` labels: Debian's Prometheus is built without
+    Kubernetes discovery, and the relabelling is what there is to check."""
+    config = copy.deepcopy(config)
+    for job in config["scrape_configs"]:
+        if job.pop("kubernetes_sd_configs", None) is not None:
+            job["file_sd_configs"] = [{"files": [str(targets)]}]
+        # The service account's files exist only in the pod: promtool wants them readable.
+        for section, key in (("tls_config", "ca_file"), ("authorization", "credentials_file")):
+            if key in job.get(section, {}):
+                job[section][key] = str(targets)
+    config["rule_files"] = []
+    config["alerting"] = {}
+    return config
+
+
 def test_promtool_checks_both_configs_from_the_one_source(tmp_path: Path) -> None:
     promtool = tool("promtool")
-    in_cluster = subprocess.run(
-        [promtool, "check", "config", str(ROOT / "prometheus" / "prometheus.yml")], capture_output=True, text=True
-    )
+    source_config = yaml.safe_load((ROOT / "prometheus" / "prometheus.yml").read_text())
+    assert any("kubernetes_sd_configs" in job for job in source_config["scrape_configs"])
+    checkable = tmp_path / "in-cluster.yml"
+    checkable.write_text(yaml.safe_dump(with_file_sd(source_config, tmp_path / "targets.json")))
+    (tmp_path / "targets.json").write_text("[]")
+    in_cluster = subprocess.run([promtool, "check", "config", str(checkable)], capture_output=True, text=True)
     assert in_cluster.returncode == 0, in_cluster.stdout + in_cluster.stderr
     local = tmp_path / "prometheus.yml"
     subprocess.run(
@@ -134,5 +160,72 @@ def test_promtool_checks_both_configs_from_the_one_source(tmp_path: Path) -> Non
         "prometheus",
     }
     assert [j["job_name"] for j in derived["scrape_configs"]] == ["pet-classifier", "prometheus"]
-    assert derived["scrape_configs"][0]["static_configs"] == [{"targets": ["127.0.0.1:8000"]}]
+    assert derived["scrape_configs"][0]["static_configs"] == [
+        {"targets": ["127.0.0.1:8000"], "labels": {"namespace": "local", "pod": "127.0.0.1:8000"}}
+    ]
     assert derived["global"]["scrape_interval"] == source["global"]["scrape_interval"]
+
+
+def pod_target(address: str, pod: str, port_name: str, ready: bool, app: str = "pet-classifier") -> dict[str, Any]:
+    """A target as Prometheus' Kubernetes pod discovery offers it, one per container port."""
+    return {
+        "targets": [address],
+        "labels": {
+            "__meta_kubernetes_namespace": "mlops",
+            "__meta_kubernetes_pod_name": pod,
+            "__meta_kubernetes_pod_label_app_kubernetes_io_name": app,
+            "__meta_kubernetes_pod_container_port_name": port_name,
+            "__meta_kubernetes_pod_ready": str(ready).lower(),
+            "__meta_kubernetes_pod_phase": "Running",
+        },
+    }
+
+
+def test_api_pods_stay_scraped_when_not_ready_and_carry_pod_and_namespace(tmp_path: Path) -> None:
+    # A pod whose /ready answers 503 leaves the Services; found through DNS, it was no longer
+    # scraped, so PetClassifierModelNotReady could never fire in the cluster.
+    targets = tmp_path / "targets.json"
+    targets.write_text(
+        json.dumps(
+            [
+                pod_target("10.0.0.1:8000", "pet-classifier-a", "api", ready=True),
+                pod_target("10.0.0.2:8000", "pet-classifier-b", "api", ready=False),
+                pod_target("10.0.0.2:8080", "pet-classifier-b", "http", ready=False),
+                pod_target("10.0.0.2:9113", "pet-classifier-b", "proxy-metrics", ready=False),
+                pod_target("10.0.0.3:3000", "grafana-x", "http", ready=True, app="grafana"),
+            ]
+        )
+    )
+    config = with_file_sd(yaml.safe_load((ROOT / "prometheus" / "prometheus.yml").read_text()), targets)
+    config["scrape_configs"] = [j for j in config["scrape_configs"] if "file_sd_configs" in j]
+    (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            tool("prometheus"),
+            f"--config.file={tmp_path / 'prometheus.yml'}",
+            f"--storage.tsdb.path={tmp_path / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        found: list[dict[str, str]] = []
+        deadline = time.monotonic() + 30  # discovery hands targets over at most every 5 s
+        while len(found) < 3 and time.monotonic() < deadline:
+            time.sleep(1)
+            try:
+                answer = requests.get(f"http://127.0.0.1:{port}/api/v1/targets", timeout=2).json()
+            except requests.ConnectionError:
+                continue
+            found = [t["labels"] for t in answer["data"]["activeTargets"]]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+    by_job = sorted((t["job"], t["pod"], t["namespace"], t["instance"]) for t in found)
+    assert by_job == [
+        ("pet-classifier", "pet-classifier-a", "mlops", "10.0.0.1:8000"),
+        ("pet-classifier", "pet-classifier-b", "mlops", "10.0.0.2:8000"),
+        ("pet-classifier-proxy", "pet-classifier-b", "mlops", "10.0.0.2:9113"),
+    ]
