@@ -33,7 +33,7 @@ truthy = $(filter 1 true yes on,$(shell printf '%s' '$(1)' | tr '[:upper:]' '[:l
 NODE_TOOLS := deploy/jenkins/node_modules/.installed tests/node_modules/.installed
 
 .PHONY: help setup system-deps node-tools lint format test test-unit test-image checkout data train evaluate register \
-	validate image push deploy smoke status logs port-forward alerts kind-down export-model serve mlflow-ui bench-train \
+	validate image push deploy smoke status logs port-forward alerts k8s-config kind-down export-model serve mlflow-ui bench-train \
 	bench-serve replay monitor-up monitor-down mail pipeline clean
 
 help: ## List the targets
@@ -140,6 +140,9 @@ port-forward: ## kubectl port-forward the API, Prometheus, Grafana and Alertmana
 
 alerts: ## What is firing now (amtool against Alertmanager)
 	deploy/cluster.sh alerts
+
+k8s-config: $(STAMP) ## Copy prometheus/, alertmanager/, grafana/ into deploy/k8s/monitoring/config/ (what kustomize reads)
+	$(PY) deploy/k8s_config.py
 
 kind-down: ## Delete the Kind cluster
 	deploy/cluster.sh down

@@ -10,11 +10,13 @@
 #                 from the rendered manifest and wait for its probes.  local: restart the stack.
 #   smoke         app/smoke.py against the service; in the cluster a failure rolls the
 #                 Deployment back (kubectl rollout undo) and keeps diagnostics in build/diagnostics.
+#   render IMAGE first|again   what deploy applies (the first deploy also sets the replica count)
 #   status | logs | port-forward | alerts | down
 #
 # DEPLOY_TARGET=kind|podman|local|auto (auto: kind where a Docker engine, kind and kubectl all
 # work; else podman where `make image` built the image with podman; else local).
-# Secrets come from the environment (Jenkins withCredentials): SMTP_PASSWORD, and optionally
+# Secrets come from the environment (Jenkins withCredentials): SMTP_PASSWORD (required in the
+# cluster; the pod and local targets mail to a loopback sink), and optionally
 # FEEDBACK_SECRET (32 characters or more) and GRAFANA_ADMIN_PASSWORD (generated once and kept in
 # the cluster if unset).
 set -euo pipefail
@@ -71,15 +73,21 @@ deploy_kind() {
   kubectl config use-context "kind-$CLUSTER" >/dev/null
   kind load docker-image "$img" --name "$CLUSTER"
   kubectl apply -f deploy/k8s/namespace.yaml
-  if [ -z "${SMTP_PASSWORD:-}" ]; then
-    echo "warning: SMTP_PASSWORD is not set (Jenkins credential 'smtp-password'): alert emails will fail to send" >&2
-  fi
-  kubectl -n $NS create secret generic alertmanager-smtp --from-literal=smtp-password="${SMTP_PASSWORD:-unset}" \
+  kubectl -n $NS create secret generic alertmanager-smtp --from-literal=smtp-password="$SMTP_PASSWORD" \
     --dry-run=client -o yaml | kubectl apply -f - >/dev/null
   secret_once pet-classifier-secrets feedback-secret "${FEEDBACK_SECRET:-}"
   secret_once grafana-admin admin-password "${GRAFANA_ADMIN_PASSWORD:-}"
-  # An overlay that only sets the image built by this job.
-  local overlay=build/k8s-overlay
+  local first=again
+  kubectl -n $NS get deployment pet-classifier >/dev/null 2>&1 || first=first
+  render "$img" "$first" > build/k8s-rendered.yaml
+  kubectl apply --server-side --force-conflicts -f build/k8s-rendered.yaml
+  kubectl -n $NS rollout status deployment/pet-classifier --timeout=300s
+  record kind "http://127.0.0.1:8080"
+  echo "deployed $img to kind-$CLUSTER: http://127.0.0.1:8080 (or make port-forward)"
+}
+
+render() {  # image, first|again: deploy/k8s with this build's image, as the cluster gets it
+  local img=$1 when=$2 overlay=build/k8s-overlay
   rm -rf "$overlay" && mkdir -p "$overlay"
   cat >"$overlay/kustomization.yaml" <<EOF
 apiVersion: kustomize.config.k8s.io/v1beta1
@@ -91,11 +99,22 @@ images:
     newName: ${img%:*}
     newTag: ${img##*:}
 EOF
-  kubectl kustomize --load-restrictor LoadRestrictionsNone "$overlay" > build/k8s-rendered.yaml
-  kubectl apply --server-side --force-conflicts -f build/k8s-rendered.yaml
-  kubectl -n $NS rollout status deployment/pet-classifier --timeout=300s
-  record kind "http://127.0.0.1:8080"
-  echo "deployed $img to kind-$CLUSTER: http://127.0.0.1:8080 (or make port-forward)"
+  # The HPA owns the replica count: the manifest has none, so a deploy never resets a
+  # scaled-out Deployment. Only the first deploy starts the HPA's minimum at once.
+  if [ "$when" = first ]; then
+    local least
+    least=$(kubectl kustomize deploy/k8s/app | $PY -c 'import sys, yaml
+print(next(d for d in yaml.safe_load_all(sys.stdin) if d and d["kind"] == "HorizontalPodAutoscaler")["spec"]["minReplicas"])')
+    cat >>"$overlay/kustomization.yaml" <<EOF
+patches:
+  - target: {kind: Deployment, name: pet-classifier}
+    patch: |-
+      - op: add
+        path: /spec/replicas
+        value: $least
+EOF
+  fi
+  kubectl kustomize "$overlay"
 }
 
 deploy_local() {
@@ -219,6 +238,14 @@ down() {
   fi
 }
 
+check_smtp_password() {  # before anything changes: no on-call email is worse than a failed deploy
+  local password=${SMTP_PASSWORD:-}
+  if [ -z "${password// /}" ] || [ "$password" = unset ]; then
+    echo "SMTP_PASSWORD is not set (Jenkins credential 'smtp-password'): alert emails could not be sent, so nothing was deployed" >&2
+    exit 1
+  fi
+}
+
 check_feedback_secret() {  # before anything changes: pods would only crash-loop on a short one
   FEEDBACK_SECRET="${FEEDBACK_SECRET:-}" $PY -c 'import os, sys
 from app.settings import MIN_SECRET_CHARS
@@ -230,7 +257,7 @@ if secret and len(secret) < MIN_SECRET_CHARS:
 case "${1:-}" in
   deploy)
     check_feedback_secret
-    case "$(target)" in kind) deploy_kind ;; podman) deploy_podman ;; *) deploy_local ;; esac ;;
+    case "$(target)" in kind) check_smtp_password; deploy_kind ;; podman) deploy_podman ;; *) deploy_local ;; esac ;;
   smoke) smoke ;;
   status) status ;;
   logs) logs ;;
@@ -238,5 +265,6 @@ case "${1:-}" in
   alerts) alerts ;;
   down) down ;;
   target) target ;;
+  render) render "${2:?usage: $0 render IMAGE first|again}" "${3:?usage: $0 render IMAGE first|again}" ;;
   *) echo "usage: $0 deploy|smoke|status|logs|port-forward|alerts|down|target" >&2; exit 2 ;;
 esac

@@ -28,10 +28,10 @@ Doc = dict[str, Any]
 @pytest.fixture(scope="module")
 def docs() -> list[Doc]:
     kubectl = require_tool("kubectl")
+    # No flags: Argo CD and Flux refuse LoadRestrictionsNone.
     out = subprocess.run(
-        [kubectl, "kustomize", "--load-restrictor", "LoadRestrictionsNone", "deploy/k8s"],
-        cwd=ROOT, capture_output=True, text=True, check=True, timeout=120,
-    ).stdout  # fmt: skip
+        [kubectl, "kustomize", "deploy/k8s"], cwd=ROOT, capture_output=True, text=True, check=True, timeout=120
+    ).stdout
     return [d for d in yaml.safe_load_all(out) if d]
 
 
@@ -110,7 +110,7 @@ def test_the_schema_check_can_fail(docs: list[Doc]) -> None:
 def test_the_api_deployment(docs: list[Doc]) -> None:
     dep = find(docs, "Deployment", "pet-classifier")
     assert dep["metadata"]["namespace"] == "mlops"
-    assert dep["spec"]["replicas"] == 2
+    assert "replicas" not in dep["spec"]  # the HPA's to set (test_the_first_deploy_...)
     assert dep["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
     pod = dep["spec"]["template"]["spec"]
     assert [c["name"] for c in pod["containers"]] == ["api", "proxy", "proxy-metrics"]  # api first: exec's default
@@ -282,7 +282,7 @@ def test_hpa_pdb_and_network_policy_target_the_api(docs: list[Doc]) -> None:
     labels = dep["spec"]["template"]["metadata"]["labels"]
     pdb = find(docs, "PodDisruptionBudget", "pet-classifier")
     assert pdb["spec"]["selector"]["matchLabels"].items() <= labels.items()
-    assert pdb["spec"]["minAvailable"] < dep["spec"]["replicas"]  # a drain can always proceed
+    assert pdb["spec"]["minAvailable"] < hpa["spec"]["minReplicas"]  # a drain can always proceed
     netpol = find(docs, "NetworkPolicy", "pet-classifier")
     assert netpol["spec"]["podSelector"]["matchLabels"].items() <= labels.items()
     public, scrape = netpol["spec"]["ingress"]
@@ -310,6 +310,25 @@ def test_deploy_refuses_a_feedback_secret_the_api_would_refuse_before_changing_a
     )
     assert run.returncode == 1, run.stdout + run.stderr
     assert run.stderr.strip() == "FEEDBACK_SECRET has 7 characters; the API refuses fewer than 32", run.stderr
+    assert (deployed.read_bytes() if deployed.exists() else None) == before
+
+
+@pytest.mark.parametrize("password", ["", "unset", "   "])
+def test_deploy_to_the_cluster_refuses_to_start_without_an_smtp_password(password: str) -> None:
+    """No on-call email is worse than a failed deploy: with no real SMTP password, Deploy stops
+    before it touches the cluster (it deployed with the literal 'unset' and a warning)."""
+    deployed = ROOT / "build" / "deploy.json"
+    before = deployed.read_bytes() if deployed.exists() else None
+    env = {**os.environ, "SMTP_PASSWORD": password, "DEPLOY_TARGET": "kind", "PATH": "/usr/bin:/bin"}
+    run = subprocess.run(
+        ["bash", "deploy/cluster.sh", "deploy"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert run.returncode == 1, run.stdout + run.stderr
+    assert run.stderr.strip() == (
+        "SMTP_PASSWORD is not set (Jenkins credential 'smtp-password'): alert emails could not be sent, "
+        "so nothing was deployed"
+    ), run.stderr
+    assert run.stdout == ""
     assert (deployed.read_bytes() if deployed.exists() else None) == before
 
 
@@ -368,6 +387,13 @@ SOURCES = {
         p.name: f"grafana/dashboards/{p.name}" for p in (ROOT / "grafana/dashboards").glob("*.json")
     },
 }
+
+
+def test_the_copies_kustomize_reads_equal_their_sources() -> None:
+    run = subprocess.run(
+        [sys.executable, "deploy/k8s_config.py", "--check"], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert run.returncode == 0, run.stderr
 
 
 def test_in_cluster_monitoring_config_equals_the_sources(docs: list[Doc]) -> None:
@@ -481,9 +507,8 @@ def test_the_deploy_overlay_retags_the_api_image(tmp_path: Path) -> None:
         "    newName: ghcr.io/acme/pet-classifier\n    newTag: 0123456789ab\n"
     )
     out = subprocess.run(
-        [kubectl, "kustomize", "--load-restrictor", "LoadRestrictionsNone", str(overlay)],
-        capture_output=True, text=True, check=True, timeout=120,
-    ).stdout  # fmt: skip
+        [kubectl, "kustomize", str(overlay)], capture_output=True, text=True, check=True, timeout=120
+    ).stdout
     images = re.findall(r"image: (ghcr\.io/\S+)", out)
     assert images == ["ghcr.io/acme/pet-classifier:0123456789ab"]
 
@@ -511,3 +536,22 @@ def test_prometheus_may_discover_the_api_pods_and_read_the_kubelets(docs: list[D
     assert {("mlops", "pods", v) for v in ("get", "list", "watch")} <= granted
     assert {("cluster", "nodes", "list"), ("cluster", "nodes", "watch"), ("cluster", "nodes/metrics", "get")} <= granted
     assert not {g for g in granted if g[2] not in ("get", "list", "watch")}  # read-only
+
+
+@pytest.mark.parametrize("when", ["first", "again"])
+def test_the_first_deploy_starts_the_hpas_minimum_and_later_ones_leave_the_count_alone(
+    when: str, docs: list[Doc]
+) -> None:
+    # Applied with --server-side --force-conflicts, a replicas field reset a scaled-out
+    # Deployment to 2 at every deploy; the HPA owns the count.
+    require_tool("kubectl")
+    run = subprocess.run(
+        ["bash", "deploy/cluster.sh", "render", "ghcr.io/acme/pet-classifier:0123456789ab", when],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    rendered = [d for d in yaml.safe_load_all(run.stdout) if d]
+    dep = find(rendered, "Deployment", "pet-classifier")
+    least = find(docs, "HorizontalPodAutoscaler", "pet-classifier")["spec"]["minReplicas"]
+    assert dep["spec"].get("replicas") == (least if when == "first" else None)
+    assert dep["spec"]["template"]["spec"]["containers"][0]["image"] == "ghcr.io/acme/pet-classifier:0123456789ab"
