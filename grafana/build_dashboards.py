@@ -109,6 +109,68 @@ MODEL: list[Panel] = [
 CLUSTER: list[Panel] = [
     ("Pods ready", [('sum(kube_pod_status_ready{namespace="mlops",condition="true"})', "ready")], "short", "stat"),
     (
+        "Alerts firing (Watchdog aside)",
+        [
+            (
+                'count by (alertname, severity) (ALERTS{alertstate="firing",alertname!="Watchdog"})',
+                "{{alertname}} ({{severity}})",
+            )
+        ],
+        "short",
+        "table",
+    ),
+    (
+        "Replicas available against desired",
+        [
+            ('kube_deployment_status_replicas_available{namespace="mlops"}', "{{deployment}} available"),
+            ('kube_deployment_spec_replicas{namespace="mlops"}', "{{deployment}} desired"),
+        ],
+        "short",
+        "timeseries",
+    ),
+    (
+        "Container CPU by pod (cores)",
+        [('sum by (pod) (rate(container_cpu_usage_seconds_total{namespace="mlops",container!=""}[5m]))', "{{pod}}")],
+        "short",
+        "timeseries",
+    ),
+    (
+        "CPU throttled share by pod",
+        [
+            (
+                'sum by (pod) (rate(container_cpu_cfs_throttled_periods_total{namespace="mlops",container!=""}[5m]))'
+                ' / sum by (pod) (rate(container_cpu_cfs_periods_total{namespace="mlops",container!=""}[5m]))',
+                "{{pod}}",
+            )
+        ],
+        "percentunit",
+        "timeseries",
+    ),
+    (
+        "Container memory (working set) by pod",
+        [('sum by (pod) (container_memory_working_set_bytes{namespace="mlops",container!=""})', "{{pod}}")],
+        "bytes",
+        "timeseries",
+    ),
+    (
+        "Node network I/O",
+        [
+            ('sum by (instance) (rate(node_network_receive_bytes_total{device!="lo"}[5m]))', "{{instance}} in"),
+            ('sum by (instance) (rate(node_network_transmit_bytes_total{device!="lo"}[5m]))', "{{instance}} out"),
+        ],
+        "Bps",
+        "timeseries",
+    ),
+    (
+        "Node disk I/O",
+        [
+            ("sum by (instance) (rate(node_disk_read_bytes_total[5m]))", "{{instance}} read"),
+            ("sum by (instance) (rate(node_disk_written_bytes_total[5m]))", "{{instance}} written"),
+        ],
+        "Bps",
+        "timeseries",
+    ),
+    (
         "Container restarts (1h)",
         [('sum by (pod) (increase(kube_pod_container_status_restarts_total{namespace="mlops"}[1h]))', "{{pod}}")],
         "short",

@@ -128,3 +128,28 @@ def test_panels_have_data_and_no_service_alert_fires_after_real_traffic(tiny_mod
         time.sleep(5)  # past every `for` (3 s) at one evaluation a second
         alerts = query(prom, "ALERTS")
         assert {a["metric"]["alertname"] for a in alerts} & service_alerts() == set(), alerts
+
+
+def test_the_cluster_dashboard_shows_what_the_runbooks_point_to() -> None:
+    """Container CPU, throttling and memory per pod (cAdvisor, which the runbooks name), the
+    alerts firing, replicas available against desired, and the nodes' network and disk I/O."""
+    (cluster,) = [load(p) for p in DASHBOARDS if p.stem == "pet-cluster"]
+    exprs = " ".join(t["expr"] for p in cluster["panels"] for t in p["targets"])
+    for metric in (
+        "container_cpu_usage_seconds_total",
+        "container_cpu_cfs_throttled_periods_total",
+        "container_memory_working_set_bytes",
+        "ALERTS{",
+        "kube_deployment_status_replicas_available",
+        "kube_deployment_spec_replicas",
+        "node_network_receive_bytes_total",
+        "node_disk_read_bytes_total",
+    ):
+        assert metric in exprs, metric
+    per_pod = [t["expr"] for p in cluster["panels"] for t in p["targets"] if "container_" in t["expr"]]
+    assert all("by (pod)" in e for e in per_pod)
+    # What the panels read is what Prometheus keeps of cAdvisor (prometheus.yml's metric_relabel_configs).
+    prom = yaml.safe_load((ROOT / "prometheus" / "prometheus.yml").read_text())
+    (cadvisor,) = [j for j in prom["scrape_configs"] if j["job_name"] == "kubelet-cadvisor"]
+    kept = re.compile(cadvisor["metric_relabel_configs"][0]["regex"])
+    assert all(kept.fullmatch(m) for m in re.findall(r"\b(container_\w+)\{", " ".join(per_pod)))
