@@ -15,6 +15,8 @@
 #
 # DEPLOY_TARGET=kind|podman|local|auto (auto: kind where a Docker engine, kind and kubectl all
 # work; else podman where `make image` built the image with podman; else local).
+# GRAFANA_URL: where the dashboard links in alert emails point (default http://127.0.0.1:3000,
+# alertmanager/templates/grafana.tmpl).
 # Secrets come from the environment (Jenkins withCredentials): SMTP_PASSWORD (required in the
 # cluster; the pod and local targets mail to a loopback sink), and optionally
 # FEEDBACK_SECRET (32 characters or more) and GRAFANA_ADMIN_PASSWORD (generated once and kept in
@@ -99,6 +101,16 @@ images:
     newName: ${img%:*}
     newTag: ${img##*:}
 EOF
+  if [ -n "${GRAFANA_URL:-}" ]; then  # where the alert emails' dashboard links point
+    cat >>"$overlay/kustomization.yaml" <<EOF
+configMapGenerator:
+  - name: alertmanager-templates
+    namespace: $NS
+    behavior: merge
+    literals:
+      - grafana.tmpl={{ define "pet.grafana_url" }}${GRAFANA_URL%/}{{ end }}
+EOF
+  fi
   # The HPA owns the replica count: the manifest has none, so a deploy never resets a
   # scaled-out Deployment. Only the first deploy starts the HPA's minimum at once.
   if [ "$when" = first ]; then

@@ -380,7 +380,10 @@ SOURCES = {
     "prometheus-config": {"prometheus.yml": "prometheus/prometheus.yml"},
     "prometheus-rules": {f"{n}.yml": f"prometheus/rules/{n}.yml" for n in ("recording", "alerts")},
     "alertmanager-config": {"alertmanager.yml": "alertmanager/alertmanager.yml"},
-    "alertmanager-templates": {"email.tmpl": "alertmanager/templates/email.tmpl"},
+    "alertmanager-templates": {
+        "email.tmpl": "alertmanager/templates/email.tmpl",
+        "grafana.tmpl": "alertmanager/templates/grafana.tmpl",
+    },
     "grafana-datasources": {"prometheus.yml": "grafana/provisioning/datasources/prometheus.yml"},
     "grafana-dashboard-provider": {"provider.yml": "grafana/provisioning/dashboards/provider.yml"},
     "grafana-dashboards": {
@@ -555,3 +558,20 @@ def test_the_first_deploy_starts_the_hpas_minimum_and_later_ones_leave_the_count
     least = find(docs, "HorizontalPodAutoscaler", "pet-classifier")["spec"]["minReplicas"]
     assert dep["spec"].get("replicas") == (least if when == "first" else None)
     assert dep["spec"]["template"]["spec"]["containers"][0]["image"] == "ghcr.io/acme/pet-classifier:0123456789ab"
+
+
+def test_the_deploy_sets_where_alert_emails_link_to_grafana(docs: list[Doc]) -> None:
+    """GRAFANA_URL replaces the default in the Alertmanager templates the cluster gets."""
+    require_tool("kubectl")
+    env = {**os.environ, "GRAFANA_URL": "https://grafana.shelter.example/"}
+    run = subprocess.run(
+        ["bash", "deploy/cluster.sh", "render", "ghcr.io/acme/pet-classifier:0123456789ab", "again"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    rendered = [d for d in yaml.safe_load_all(run.stdout) if d]
+    templates = configmap_by_prefix(rendered, "alertmanager-templates")["data"]
+    assert templates["grafana.tmpl"] == '{{ define "pet.grafana_url" }}https://grafana.shelter.example{{ end }}'
+    assert templates["email.tmpl"] == (ROOT / "alertmanager/templates/email.tmpl").read_text()
+    default = configmap_by_prefix(docs, "alertmanager-templates")["data"]["grafana.tmpl"]
+    assert "http://127.0.0.1:3000" in default  # Kind publishes Grafana there

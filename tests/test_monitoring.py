@@ -25,9 +25,12 @@ RULES = sorted((ROOT / "prometheus" / "rules").glob("*.yml"))
 RULE_TESTS = sorted((ROOT / "prometheus" / "tests").glob("*_test.yml"))
 
 
+def groups() -> list[dict[str, Any]]:
+    return yaml.safe_load((ROOT / "prometheus" / "rules" / "alerts.yml").read_text())["groups"]  # type: ignore[no-any-return]
+
+
 def alerts() -> list[dict[str, object]]:
-    rules = yaml.safe_load((ROOT / "prometheus" / "rules" / "alerts.yml").read_text())
-    return [rule for group in rules["groups"] for rule in group["rules"]]
+    return [rule for group in groups() for rule in group["rules"]]
 
 
 def test_promtool_checks_the_rules() -> None:
@@ -48,13 +51,17 @@ def test_promtool_unit_tests_pass() -> None:
 
 def test_alerts_follow_the_house_rules() -> None:
     runbook = (ROOT / "docs" / "runbooks.md").read_text()
+    dashboards = {json.loads(p.read_text())["uid"] for p in (ROOT / "grafana" / "dashboards").glob("*.json")}
     anchors = {
         re.sub(r"[^a-z0-9-]", "", line[3:].strip().lower()) for line in runbook.splitlines() if line.startswith("## ")
     }
     names = set()
+    model_alerts = {r["alert"] for g in groups() if g["name"] == "model" for r in g["rules"]}
     for rule in alerts():
         names.add(rule["alert"])
         labels, notes = rule["labels"], rule["annotations"]
+        if rule["alert"] in model_alerts:  # the model's alerts link the Model dashboard
+            assert notes["dashboard"] == "pet-model", rule["alert"]  # type: ignore[index]
         if rule["alert"] == "Watchdog":  # always firing, for a dead man's switch: no person reads it
             assert labels["severity"] == "none" and str(rule["expr"]) == "vector(1)"  # type: ignore[index]
             continue
@@ -63,6 +70,7 @@ def test_alerts_follow_the_house_rules() -> None:
         anchor = notes["runbook_url"].split("#", 1)[1]  # type: ignore[index]
         assert anchor == str(rule["alert"]).lower() and anchor in anchors, f"{rule['alert']}: no runbook section"
         assert rule.get("for"), f"{rule['alert']} must not fire on a single evaluation"
+        assert notes["dashboard"] in dashboards, f"{rule['alert']}: its email must link a dashboard"  # type: ignore[index]
     assert len(names) >= 13
 
 

@@ -90,6 +90,7 @@ def test_api_down_email_and_resolved_email(tiny_model: Path, tmp_path: Path) -> 
             text = body(firing)
             assert "PetClassifierApiDown" in text and "critical" in text
             assert "docs/runbooks.md#petclassifierapidown" in text
+            assert "Dashboard:   http://127.0.0.1:3000/d/pet-api\r\n" in text  # the alert's own dashboard
             assert firing["To"] == "oncall@example.org"
             with gunicorn(tmp_path / "svc2", tiny_model, workers=1, port=api_port):
                 wait_for("Prometheus to see the service again", target_up, 30)
