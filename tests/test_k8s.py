@@ -61,8 +61,10 @@ def pod_port(key: str) -> int:
 
 
 def configmap_by_prefix(docs: list[Doc], prefix: str) -> Doc:
-    hashed = re.compile(prefix + r"-[a-z0-9]{10}")  # kustomize's content-hash suffix
-    matches = [d for d in docs if d["kind"] == "ConfigMap" and hashed.fullmatch(d["metadata"]["name"])]
+    """A generated ConfigMap: kustomize's content-hash suffix, or none for the monitoring
+    configuration, which is reloaded in place."""
+    named = re.compile(prefix + r"(-[a-z0-9]{10})?")
+    matches = [d for d in docs if d["kind"] == "ConfigMap" and named.fullmatch(d["metadata"]["name"])]
     assert len(matches) == 1, prefix
     return matches[0]
 
@@ -246,7 +248,7 @@ def test_every_container_has_resources_probes_and_a_locked_down_security_context
             assert sc["capabilities"]["drop"] == ["ALL"] and not sc["capabilities"].get("add"), where
             assert not sc.get("privileged"), where
             assert c["image"].split(":")[-1] not in {"latest", c["image"]}, f"{where}: unpinned image"
-    assert seen == 9
+    assert seen == 11  # two of them the config-reloader sidecars
 
 
 def test_service_selectors_and_target_ports_match_pods(docs: list[Doc]) -> None:
@@ -512,7 +514,7 @@ def test_the_deploy_overlay_retags_the_api_image(tmp_path: Path) -> None:
     out = subprocess.run(
         [kubectl, "kustomize", str(overlay)], capture_output=True, text=True, check=True, timeout=120
     ).stdout
-    images = re.findall(r"image: (ghcr\.io/\S+)", out)
+    images = re.findall(r"image: (ghcr\.io/\S+/pet-classifier\S*)", out)
     assert images == ["ghcr.io/acme/pet-classifier:0123456789ab"]
 
 
@@ -575,3 +577,41 @@ def test_the_deploy_sets_where_alert_emails_link_to_grafana(docs: list[Doc]) -> 
     assert templates["email.tmpl"] == (ROOT / "alertmanager/templates/email.tmpl").read_text()
     default = configmap_by_prefix(docs, "alertmanager-templates")["data"]["grafana.tmpl"]
     assert "http://127.0.0.1:3000" in default  # Kind publishes Grafana there
+
+
+@pytest.mark.parametrize(
+    ("name", "storage_flag"), [("prometheus", "--storage.tsdb.path"), ("alertmanager", "--storage.path")]
+)
+def test_monitoring_data_survives_restarts_and_configuration_is_reloaded(
+    name: str, storage_flag: str, docs: list[Doc]
+) -> None:
+    """Prometheus' series (the 3-day burn-rate window) and Alertmanager's silences outlive a
+    restart; a configuration change is reloaded in place instead of rolling a new pod with
+    empty storage (a hash-suffixed ConfigMap did that)."""
+    dep = find(docs, "Deployment", name)
+    pod = dep["spec"]["template"]["spec"]
+    main = container(dep, name)
+    args = dict(a.split("=", 1) for a in main["args"] if "=" in a)
+    (data,) = [m for m in main["volumeMounts"] if m["mountPath"] == args[storage_flag]]
+    (volume,) = [v for v in pod["volumes"] if v["name"] == data["name"]]
+    claim = find(docs, "PersistentVolumeClaim", volume["persistentVolumeClaim"]["claimName"])
+    assert "storageClassName" not in claim["spec"]  # Kind's default StorageClass
+    assert claim["spec"]["accessModes"] == ["ReadWriteOnce"]
+    assert dep["spec"]["strategy"]["type"] == "Recreate"  # one pod at a time holds the volume
+    if name == "prometheus":
+        retention = args["--storage.tsdb.retention.time"]
+        assert retention.endswith("d") and int(retention[:-1]) >= 3 + 1  # the 3d window, and a day
+        assert "--web.enable-lifecycle" in main["args"]  # /-/reload
+    # The configuration's ConfigMaps keep their names, so a change updates the mounted files.
+    config = next(v for v in pod["volumes"] if v["name"] == "config")
+    for source in config["projected"]["sources"]:
+        if "configMap" in source:
+            assert source["configMap"]["name"] in {d["metadata"]["name"] for d in docs if d["kind"] == "ConfigMap"}
+            assert not re.search(r"-[a-z0-9]{10}$", source["configMap"]["name"]), source
+    # A sidecar watches the mounted files and asks for the reload.
+    (reloader,) = [c for c in containers(dep) if c["name"] == "config-reloader"]
+    port = main["ports"][0]["containerPort"]
+    assert f"--webhook-url=http://127.0.0.1:{port}/-/reload" in reloader["args"]
+    mount = next(m for m in main["volumeMounts"] if m["name"] == "config")["mountPath"]
+    assert f"--volume-dir={mount}" in reloader["args"]
+    assert {"name": "config", "mountPath": mount, "readOnly": True} in reloader["volumeMounts"]
