@@ -33,7 +33,7 @@ truthy = $(filter 1 true yes on,$(shell printf '%s' '$(1)' | tr '[:upper:]' '[:l
 NODE_TOOLS := deploy/jenkins/node_modules/.installed tests/node_modules/.installed
 
 .PHONY: help setup system-deps node-tools lint format test test-unit test-image checkout data train evaluate register \
-	validate image push deploy smoke status logs port-forward alerts k8s-config kind-down export-model serve mlflow-ui bench-train \
+	validate image push deploy smoke rollback status logs port-forward alerts k8s-config kind-down export-model serve mlflow-ui bench-train \
 	bench-serve replay monitor-up monitor-down mail pipeline clean
 
 help: ## List the targets
@@ -113,7 +113,7 @@ evaluate: data ## Evaluate models/ on the test split (metrics.json, plots)
 register: $(STAMP) ## Register models/ as a version of CatsDogsClassifier
 	$(PY) -m ml.registry register
 
-validate: data ## Quality gate: models/ vs @champion; moves the alias or fails the build
+validate: data ## Quality gate: models/ vs @champion; marks it @candidate or fails the build
 	@mkdir -p build
 	$(PY) -m ml.registry promote --report build/gate.json
 
@@ -126,8 +126,11 @@ push: $(STAMP) ## Push the image to GHCR (GHCR_USER/GHCR_TOKEN); :latest only fr
 deploy: $(STAMP) ## Kind: create, load, apply deploy/k8s, wait for the rollout (else the local stack)
 	deploy/cluster.sh deploy
 
-smoke: $(STAMP) ## /health, /ready, a known cat and dog, /metrics; in Kind a failure rolls back
+smoke: $(STAMP) ## /health, /ready, a known cat and dog, /metrics; passed: @champion and :latest move
 	deploy/cluster.sh smoke
+
+rollback: $(STAMP) ## The previous champion back in the registry (@champion) and in the cluster
+	deploy/cluster.sh rollback
 
 status: ## Pods, HPA, image and model version (or the local stack's processes)
 	deploy/cluster.sh status

@@ -8,8 +8,11 @@
 #   deploy        kind: create the cluster if absent, kind load the image, create the Secrets,
 #                 apply deploy/k8s (kustomize) and wait for the rollout.  podman: run the pod
 #                 from the rendered manifest and wait for its probes.  local: restart the stack.
-#   smoke         app/smoke.py against the service; in the cluster a failure rolls the
-#                 Deployment back (kubectl rollout undo) and keeps diagnostics in build/diagnostics.
+#   smoke         app/smoke.py against the service. Passed: the release is proven, so
+#                 @champion moves to @candidate and the image is tagged :latest. Failed: the
+#                 candidate is rejected (@champion and :latest stay), the cluster's Deployment
+#                 is rolled back (kubectl rollout undo) and diagnostics kept in build/diagnostics.
+#   rollback      make rollback: the previous champion back in the registry and the cluster.
 #   render IMAGE first|again   what deploy applies (the first deploy also sets the replica count)
 #   status | logs | port-forward | alerts | down
 #
@@ -73,7 +76,10 @@ deploy_kind() {
     kind create cluster --config kind-config.yaml --wait 120s
   fi
   kubectl config use-context "kind-$CLUSTER" >/dev/null
-  kind load docker-image "$img" --name "$CLUSTER"
+  # Every tag of the build: rollback finds an earlier release by its model version's tag.
+  local tags; tags=$($PY -c 'import json; print(" ".join(json.load(open("build/image.json"))["tags"]))')
+  # shellcheck disable=SC2086  # one argument per tag
+  kind load docker-image $tags --name "$CLUSTER"
   kubectl apply -f deploy/k8s/namespace.yaml
   kubectl -n $NS create secret generic alertmanager-smtp --from-literal=smtp-password="$SMTP_PASSWORD" \
     --dry-run=client -o yaml | kubectl apply -f - >/dev/null
@@ -167,6 +173,16 @@ diagnostics() {
 }
 
 smoke() {
+  if smoke_checks; then
+    $PY -m ml.registry release
+    deploy/image.sh release
+    return 0
+  fi
+  $PY -m ml.registry reject
+  return 1
+}
+
+smoke_checks() {  # app/smoke.py against the target; true when every check passed
   case "$(target)" in
     local)
       $PY -m app.smoke --url http://127.0.0.1:8080
@@ -193,6 +209,25 @@ smoke() {
     kubectl -n $NS rollout status deployment/pet-classifier --timeout=300s
     return 1
   fi
+}
+
+rollback() {  # the previous champion back: the registry's alias, then what serves it
+  local answer version img
+  answer=$($PY -m ml.registry rollback)
+  echo "$answer"
+  version=$(sed -n 's/^model_version //p' <<<"$answer")
+  img="$(image_field image | sed 's/:[^:]*$//'):$version"
+  case "$(target)" in
+    kind)
+      kubectl -n $NS set image deployment/pet-classifier "api=$img"
+      kubectl -n $NS rollout status deployment/pet-classifier --timeout=300s ;;
+    podman)
+      $PY deploy/pod.py down
+      $PY deploy/pod.py up --image "$img" ;;
+    local)
+      echo "local target: the stack serves models/ from this checkout; check out the release of $version to serve it" ;;
+  esac
+  echo "rolled back to $img"
 }
 
 status() {
@@ -271,6 +306,7 @@ case "${1:-}" in
     check_feedback_secret
     case "$(target)" in kind) check_smtp_password; deploy_kind ;; podman) deploy_podman ;; *) deploy_local ;; esac ;;
   smoke) smoke ;;
+  rollback) rollback ;;
   status) status ;;
   logs) logs ;;
   port-forward) port_forward ;;
@@ -278,5 +314,5 @@ case "${1:-}" in
   down) down ;;
   target) target ;;
   render) render "${2:?usage: $0 render IMAGE first|again}" "${3:?usage: $0 render IMAGE first|again}" ;;
-  *) echo "usage: $0 deploy|smoke|status|logs|port-forward|alerts|down|target" >&2; exit 2 ;;
+  *) echo "usage: $0 deploy|smoke|rollback|status|logs|port-forward|alerts|down|target|render" >&2; exit 2 ;;
 esac

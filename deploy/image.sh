@@ -6,7 +6,9 @@
 #          HIGH or CRITICAL findings). The engine: Docker where it runs, else podman (with
 #          deploy/podman/containers.conf), else the local target, said plainly.
 #   push   login to ghcr.io with GHCR_USER/GHCR_TOKEN (Jenkins: withCredentials), push both
-#          tags, and :latest only from main. Without an engine or credentials: said plainly.
+#          tags. Without an engine or credentials: said plainly.
+#   release  the Smoke Tests passed: tag the image :latest (and push it, with credentials),
+#          only from main. :latest never names an image that has not run.
 #
 # CONTAINER_ENGINE=docker|podman|none chooses the engine instead (default: auto).
 # PYTHON_IMAGE and TORCH_INDEX_URL override the Dockerfile's build arguments. With podman, a
@@ -153,17 +155,35 @@ push() {
   fi
   printf '%s' "$GHCR_TOKEN" | "$engine" login ghcr.io --username "$GHCR_USER" --password-stdin
   local tags=("$REPO:$TAG" "$REPO:$MODEL_VERSION")
-  if [ "$BRANCH" = main ]; then
-    "$engine" tag "$REPO:$TAG" "$REPO:latest"
-    tags+=("$REPO:latest")
-  fi
   for t in "${tags[@]}"; do "$engine" push "$t"; done
   "$engine" logout ghcr.io >/dev/null
-  echo "pushed ${tags[*]}"
+  echo "pushed ${tags[*]} (:latest moves only once the smoke tests pass)"
+}
+
+release() {  # after the smoke tests passed
+  local engine; engine=$(engine)
+  if [ "$BRANCH" != main ]; then
+    echo "Release: branch $BRANCH → :latest stays where it is (it follows main only)"
+    return 0
+  fi
+  if [ "$engine" = none ]; then
+    echo "Release: no container engine here → no image to tag :latest"
+    return 0
+  fi
+  "$engine" tag "$REPO:$TAG" "$REPO:latest"
+  if [ -z "${GHCR_USER:-}" ] || [ -z "${GHCR_TOKEN:-}" ]; then
+    echo "Release: tagged $REPO:latest here; no GHCR_USER/GHCR_TOKEN, so not pushed"
+    return 0
+  fi
+  printf '%s' "$GHCR_TOKEN" | "$engine" login ghcr.io --username "$GHCR_USER" --password-stdin
+  "$engine" push "$REPO:latest"
+  "$engine" logout ghcr.io >/dev/null
+  echo "released $REPO:latest = $REPO:$TAG"
 }
 
 case "${1:-}" in
   build) build ;;
   push) push ;;
-  *) echo "usage: $0 build|push" >&2; exit 2 ;;
+  release) release ;;
+  *) echo "usage: $0 build|push|release" >&2; exit 2 ;;
 esac

@@ -92,6 +92,10 @@ class MlflowParams(_Strict):
     experiment: str = Field("cats-vs-dogs", min_length=1)
     registered_model: str = Field("CatsDogsClassifier", min_length=1)
     alias: str = Field("champion", min_length=1)
+    # Validate marks the version that passed the gate; the smoke tests make it champion.
+    candidate_alias: str = Field("candidate", min_length=1)
+    # The champion a release replaced: what `make rollback` puts back.
+    previous_alias: str = Field("previous", min_length=1)
 
 
 class Params(_Strict):

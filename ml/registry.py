@@ -1,9 +1,15 @@
 """Registering the release model in MLflow and the quality gate that decides if it ships.
 
     python -m ml.registry register  # register models/ as a version of CatsDogsClassifier
-    python -m ml.registry promote   # register, gate it against @champion, move the alias if it passes
-    python -m ml.registry show      # the registered versions and which one is champion
+    python -m ml.registry promote   # Validate: register, gate it against @champion, mark it @candidate
+    python -m ml.registry release   # smoke tests passed: @champion → @candidate's version
+    python -m ml.registry reject    # smoke tests failed: drop @candidate; @champion stays
+    python -m ml.registry rollback  # make rollback: @champion → @previous (the champion it replaced)
+    python -m ml.registry show      # the registered versions and their aliases
     python -m ml.registry export-champion  # put @champion's artifact in models/ (SKIP_TRAINING)
+
+A release is promoted only once proven: the gate marks a @candidate, and @champion moves to it
+only after the image serving it has passed its smoke tests.
 
 The gate passes a candidate when its test accuracy reaches ``gate.min_accuracy`` and is not
 worse than the champion's, on the same test manifest, by more than ``gate.max_regression``.
@@ -149,7 +155,7 @@ def promote(params: Params, model_dir: Path, manifest: Path, source: Path) -> Ga
         message = message.replace("no champion yet", f"v{mv.version} is already champion")
     client.set_model_version_tag(name, mv.version, "gate", "passed" if passed else "failed")
     if passed:
-        client.set_registered_model_alias(name, params.mlflow.alias, mv.version)
+        client.set_registered_model_alias(name, params.mlflow.candidate_alias, mv.version)
     return GateResult(
         passed,
         message,
@@ -158,6 +164,61 @@ def promote(params: Params, model_dir: Path, manifest: Path, source: Path) -> Ga
         previous[0] if previous else None,
         str(mv.version),
     )
+
+
+def _by_alias(client: MlflowClient, name: str, alias: str) -> ModelVersion | None:
+    try:
+        return client.get_model_version_by_alias(name, alias)
+    except MlflowException:
+        return None
+
+
+def release_candidate(params: Params) -> str:
+    """The smoke tests passed: @champion moves to @candidate, and the champion it replaces is
+    kept as @previous for `make rollback`."""
+    tracking.configure(params.mlflow.experiment)
+    client, m = MlflowClient(), params.mlflow
+    candidate = _by_alias(client, m.registered_model, m.candidate_alias)
+    if candidate is None:
+        raise ModelLoadError(
+            f"there is no {m.registered_model}@{m.candidate_alias} to release: the Validate stage must pass first"
+        )
+    champion = _by_alias(client, m.registered_model, m.alias)
+    if champion is not None and champion.version != candidate.version:
+        client.set_registered_model_alias(m.registered_model, m.previous_alias, champion.version)
+    client.set_registered_model_alias(m.registered_model, m.alias, candidate.version)
+    client.delete_registered_model_alias(m.registered_model, m.candidate_alias)
+    client.set_model_version_tag(m.registered_model, candidate.version, "smoke", "passed")
+    return f"{m.registered_model}@{m.alias} → v{candidate.version} ({candidate.tags.get('model_version', '?')})"
+
+
+def reject_candidate(params: Params) -> str:
+    """The smoke tests failed: @candidate is dropped and its version marked; @champion stays."""
+    tracking.configure(params.mlflow.experiment)
+    client, m = MlflowClient(), params.mlflow
+    candidate = _by_alias(client, m.registered_model, m.candidate_alias)
+    champion = _by_alias(client, m.registered_model, m.alias)
+    stays = f"{m.registered_model}@{m.alias} stays " + (f"v{champion.version}" if champion else "unset")
+    if candidate is None:
+        return f"no {m.registered_model}@{m.candidate_alias} to reject; {stays}"
+    client.set_model_version_tag(m.registered_model, candidate.version, "smoke", "failed")
+    client.delete_registered_model_alias(m.registered_model, m.candidate_alias)
+    return f"v{candidate.version} failed its smoke tests and is no candidate; {stays}"
+
+
+def rollback(params: Params) -> ModelVersion:
+    """@champion back to @previous (once: no older champion is kept); the version put back."""
+    tracking.configure(params.mlflow.experiment)
+    client, m = MlflowClient(), params.mlflow
+    previous = _by_alias(client, m.registered_model, m.previous_alias)
+    if previous is None:
+        raise ModelLoadError(f"there is no {m.registered_model}@{m.previous_alias} to roll back to")
+    champion = _by_alias(client, m.registered_model, m.alias)
+    if champion is not None:
+        client.set_model_version_tag(m.registered_model, champion.version, "rolled_back", "true")
+    client.set_registered_model_alias(m.registered_model, m.alias, previous.version)
+    client.delete_registered_model_alias(m.registered_model, m.previous_alias)
+    return previous
 
 
 def register_release(params: Params, model_dir: Path) -> str:
@@ -210,7 +271,9 @@ def export_champion(params: Params, out: Path) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="Model registry and quality gate.")
-    ap.add_argument("command", choices=["register", "promote", "show", "export-champion"])
+    ap.add_argument(
+        "command", choices=["register", "promote", "release", "reject", "rollback", "show", "export-champion"]
+    )
     ap.add_argument("--params", type=Path, default=Path("params.yaml"))
     ap.add_argument("--model", type=Path, default=Path("models"))
     ap.add_argument("--manifest", type=Path, default=Path("data/prepared/manifest.csv"))
@@ -228,6 +291,17 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "export-champion":
             print(f"training skipped: shipping {export_champion(params, args.model)} from models/")
             return 0
+        if args.command == "release":
+            print(f"released: {release_candidate(params)}")
+            return 0
+        if args.command == "reject":
+            print(reject_candidate(params))
+            return 0
+        if args.command == "rollback":
+            back = rollback(params)
+            print(f"rolled back: {params.mlflow.registered_model}@{params.mlflow.alias} → v{back.version}")
+            print(f"model_version {back.tags.get('model_version', '?')}")  # the image tag cluster.sh deploys
+            return 0
         result = promote(params, args.model, args.manifest, args.source or Path(params.data.source))
     except (ConfigError, DataError, ModelLoadError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -242,7 +316,7 @@ def main(argv: list[str] | None = None) -> int:
         f"gate {verdict}: candidate v{result.version} {result.candidate_accuracy:.4f} vs {champion}: {result.message}"
     )
     if result.passed:
-        print(f"{params.mlflow.registered_model}@{params.mlflow.alias} → v{result.version}")
+        print(f"{params.mlflow.registered_model}@{params.mlflow.candidate_alias} → v{result.version}")
     if args.report:
         write_json(args.report, {"verdict": verdict, **asdict(result)})
     return 0 if result.passed else 1

@@ -40,6 +40,7 @@ def test_pipeline_on_real_photos(
     assert card["test_metrics"]["n"] == 30
 
     assert registry_main(["promote", "--params", str(params), "--manifest", "prepared/manifest.csv"]) == 0
+    assert registry_main(["release", "--params", str(params)]) == 0  # as passed smoke tests do
     client = MlflowClient()
     champion = client.get_model_version_by_alias("CatsDogsClassifier", "champion")
     assert champion.run_id == card["mlflow_run_id"]

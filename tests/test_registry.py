@@ -52,15 +52,29 @@ def promote(model: Path, manifest: Path, params: Path) -> int:
     return registry_main(["promote", "--model", str(model), "--manifest", str(manifest), "--params", str(params)])
 
 
+def ship(model: Path, manifest: Path, params: Path) -> int:
+    """Validate, then (the smoke tests passed) release: what a whole green build does."""
+    code = promote(model, manifest, params)
+    return code or registry_main(["release", "--params", str(params)])
+
+
+def alias(name: str) -> str:
+    return str(MlflowClient().get_model_version_by_alias("CatsDogsClassifier", name).version)
+
+
 def champion() -> str:
-    return str(MlflowClient().get_model_version_by_alias("CatsDogsClassifier", "champion").version)
+    return alias("champion")
+
+
+def has_alias(name: str) -> bool:
+    return name in MlflowClient().get_registered_model("CatsDogsClassifier").aliases
 
 
 def test_first_pass_fail_and_replace(
     world: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     manifest, params = world
-    assert promote(release(tmp_path / "m1", manifest, 0.90, 1), manifest, params) == 0
+    assert ship(release(tmp_path / "m1", manifest, 0.90, 1), manifest, params) == 0
     assert champion() == "1"
     assert "no champion" in capsys.readouterr().out
 
@@ -90,7 +104,7 @@ def test_first_pass_fail_and_replace(
     assert champion() == "1"
     assert MlflowClient().get_model_version("CatsDogsClassifier", "2").tags["gate"] == "failed"
 
-    assert promote(release(tmp_path / "m3", manifest, 0.895, 3), manifest, params) == 0  # within max_regression
+    assert ship(release(tmp_path / "m3", manifest, 0.895, 3), manifest, params) == 0  # within max_regression
     assert champion() == "3"
 
 
@@ -136,7 +150,7 @@ def test_champion_from_another_manifest_is_evaluated_again(
     world: tuple[Path, Path], synthetic_tree: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     manifest, params = world
-    assert promote(release(tmp_path / "m1", manifest, 0.9, 1), manifest, params) == 0
+    assert ship(release(tmp_path / "m1", manifest, 0.9, 1), manifest, params) == 0
     # A new data version: one photo fewer, so a different manifest and test split.
     lines = manifest.read_text().splitlines(keepends=True)
     new_manifest = tmp_path / "new.csv"
@@ -151,7 +165,7 @@ def test_skip_training_ships_the_champion_into_models(
 ) -> None:
     manifest, params = world
     shipped = release(tmp_path / "m1", manifest, 0.9, 1)
-    assert promote(shipped, manifest, params) == 0
+    assert ship(shipped, manifest, params) == 0
     out = release(tmp_path / "models", manifest, 0.85, 2)  # a newer, worse candidate in models/
     assert registry_main(["export-champion", "--model", str(out), "--params", str(params)]) == 0
     assert "shipping CatsDogsClassifier@champion v1" in capsys.readouterr().out
@@ -167,3 +181,49 @@ def test_skip_training_without_a_champion_is_a_clear_error(
     out = tmp_path / "models"
     assert registry_main(["export-champion", "--model", str(out), "--params", str(params)]) == 2
     assert "no CatsDogsClassifier@champion to ship" in capsys.readouterr().err
+
+
+def test_validate_marks_a_candidate_and_only_passed_smoke_tests_make_it_champion(
+    world: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Validate used to move @champion before the image had run; a failed smoke test then left
+    # it there, and the next SKIP_TRAINING build shipped the release that had failed.
+    manifest, params = world
+    assert ship(release(tmp_path / "m1", manifest, 0.9, 1), manifest, params) == 0
+    assert promote(release(tmp_path / "m2", manifest, 0.92, 2), manifest, params) == 0
+    assert (champion(), alias("candidate")) == ("1", "2")
+    assert "CatsDogsClassifier@candidate → v2" in capsys.readouterr().out
+    # The smoke tests fail: the candidate is dropped and marked, @champion never moved.
+    assert registry_main(["reject", "--params", str(params)]) == 0
+    assert champion() == "1" and not has_alias("candidate")
+    assert MlflowClient().get_model_version("CatsDogsClassifier", "2").tags["smoke"] == "failed"
+    assert "@champion stays v1" in capsys.readouterr().out
+    # A later build passes them: the champion it replaces is kept as @previous.
+    assert ship(release(tmp_path / "m3", manifest, 0.93, 3), manifest, params) == 0
+    assert (champion(), alias("previous")) == ("3", "1") and not has_alias("candidate")
+    assert MlflowClient().get_model_version("CatsDogsClassifier", "3").tags["smoke"] == "passed"
+
+
+def test_releasing_without_a_candidate_is_a_clear_error(
+    world: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    _, params = world
+    assert registry_main(["release", "--params", str(params)]) == 2
+    assert "no CatsDogsClassifier@candidate to release: the Validate stage must pass first" in capsys.readouterr().err
+
+
+def test_rollback_puts_the_previous_champion_back(
+    world: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    manifest, params = world
+    assert registry_main(["rollback", "--params", str(params)]) == 2
+    assert "no CatsDogsClassifier@previous to roll back to" in capsys.readouterr().err
+    assert ship(release(tmp_path / "m1", manifest, 0.9, 1), manifest, params) == 0
+    assert ship(release(tmp_path / "m2", manifest, 0.92, 2), manifest, params) == 0
+    capsys.readouterr()
+    assert registry_main(["rollback", "--params", str(params)]) == 0
+    assert champion() == "1" and not has_alias("previous")
+    first = MlflowClient().get_model_version("CatsDogsClassifier", "1").tags["model_version"]
+    assert capsys.readouterr().out.splitlines()[-1] == f"model_version {first}"  # the image tag to deploy
+    assert MlflowClient().get_model_version("CatsDogsClassifier", "2").tags["rolled_back"] == "true"
+    assert registry_main(["rollback", "--params", str(params)]) == 2  # once: no older champion is kept
