@@ -41,6 +41,10 @@ help: ## List the targets
 
 $(STAMP): requirements.txt requirements-serve.txt requirements-dev.txt pyproject.toml
 	@[ -x $(PY) ] || $(PYTHON) -m venv $(VENV)
+	@# TORCH_INDEX_URL (Jenkins: PyTorch's CPU index): torch and torchvision at the pinned versions
+	@# from there first, as the Dockerfile does, instead of PyPI's multi-gigabyte CUDA build.
+	$(if $(TORCH_INDEX_URL),grep -E '^torch(vision)?==' requirements-serve.txt \
+		| $(PY) -m pip install -q --index-url $(TORCH_INDEX_URL) -r /dev/stdin)
 	$(PY) -m pip install -q -r requirements.txt -r requirements-dev.txt
 	$(PY) -m pip install -q --no-deps -e .
 	@touch $@

@@ -1,7 +1,8 @@
 """MLflow set-up shared by training and the registry.
 
-Default: a local SQLite store (``sqlite:///mlflow.db``) with artifacts in ``mlartifacts/``;
-``MLFLOW_TRACKING_URI`` points everything at a team server instead, unchanged.
+Default: a local SQLite store (``sqlite:///mlflow.db``) with artifacts in ``mlartifacts/`` beside
+it; ``MLFLOW_TRACKING_URI`` points everything elsewhere: a SQLite file that outlives a Jenkins
+workspace (artifacts beside it too), or a team server, unchanged.
 """
 
 from __future__ import annotations
@@ -14,7 +15,17 @@ from pathlib import Path
 import mlflow
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
-DEFAULT_ARTIFACT_ROOT = Path("mlartifacts")
+ARTIFACT_FOLDER = "mlartifacts"
+
+
+def artifact_root(uri: str) -> Path | None:
+    """Where a local store keeps the artifacts its registry points at: beside the database, so
+    both outlive the build that wrote them. None for a server, which has its own."""
+    if uri.startswith("sqlite:///"):
+        return Path(uri.removeprefix("sqlite:///")).resolve().parent / ARTIFACT_FOLDER
+    if uri.startswith("file:"):
+        return Path(ARTIFACT_FOLDER).resolve()
+    return None
 
 
 def configure(experiment: str) -> str:
@@ -25,9 +36,8 @@ def configure(experiment: str) -> str:
     if found is not None:
         mlflow.set_experiment(experiment_id=found.experiment_id)
         return str(found.experiment_id)
-    location = None
-    if uri.startswith("sqlite:") or uri.startswith("file:"):
-        location = DEFAULT_ARTIFACT_ROOT.resolve().as_uri()
+    root = artifact_root(uri)
+    location = root.as_uri() if root else None
     experiment_id = mlflow.create_experiment(experiment, artifact_location=location)
     mlflow.set_experiment(experiment_id=experiment_id)
     return str(experiment_id)

@@ -104,7 +104,7 @@ def test_the_job_dsl_offers_the_same_build_buttons() -> None:
 
 def test_credentials_come_from_casc_placeholders_only() -> None:
     used = set(re.findall(r"credentialsId: '([\w-]+)'", JENKINSFILE))
-    assert used == {"ghcr-credentials", "smtp-password", "kaggle-api"}
+    assert used == {"ghcr-credentials", "smtp-password"}  # the Kaggle key was bound and never used
     creds = CASC["credentials"]["system"]["domainCredentials"][0]["credentials"]
     defined = {next(iter(c.values()))["id"]: next(iter(c.values())) for c in creds}
     assert used <= defined.keys()
@@ -225,3 +225,24 @@ def test_skip_training_switches_the_train_target() -> None:
     env["SKIP_TRAINING"] = "false"
     dry = subprocess.run(["make", "-n", "train"], cwd=ROOT, env=env, capture_output=True, text=True).stdout
     assert "export-champion" not in dry and "ml.registry register" in dry
+
+
+def test_jenkins_builds_on_a_push_with_a_lasting_registry_cpu_torch_and_strict_tests() -> None:
+    assert re.search(r"triggers \{\s*pollSCM\('H/5 \* \* \* \*'\)", JENKINSFILE)
+    env = {e["key"]: e["value"] for e in CASC["jenkins"]["globalNodeProperties"][0]["envVars"]["env"]}
+    assert env["CI"] == "true"
+    uri = re.fullmatch(r"\$\{MLFLOW_TRACKING_URI:-(.+)\}", env["MLFLOW_TRACKING_URI"])
+    assert uri and uri[1].startswith("sqlite:////var/jenkins_home/")  # not the workspace's mlflow.db
+    assert env["TORCH_INDEX_URL"] == "https://download.pytorch.org/whl/cpu"
+    dockerfile_index = re.search(r"^ARG TORCH_INDEX_URL=(\S+)", (ROOT / "Dockerfile").read_text(), re.MULTILINE)
+    assert dockerfile_index and dockerfile_index[1] == env["TORCH_INDEX_URL"]  # the same CPU build as the image
+
+
+def test_setup_installs_torch_from_torch_index_url_first() -> None:
+    dry = subprocess.run(
+        ["make", "-n", "-B", ".venv/.installed", "TORCH_INDEX_URL=https://example.invalid/whl/cpu"],
+        cwd=ROOT, capture_output=True, text=True, timeout=60,
+    ).stdout  # fmt: skip
+    torch_line = next(line for line in dry.splitlines() if "--index-url https://example.invalid/whl/cpu" in line)
+    assert "torch(vision)?==" in torch_line
+    assert dry.index(torch_line) < dry.index("-r requirements.txt")
