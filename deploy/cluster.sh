@@ -53,9 +53,10 @@ record() {  # target, url
   mv build/deploy.json.tmp build/deploy.json
 }
 
-image_field() {  # field: what the Docker Build stage recorded
+image_field() {  # field: what the Docker Build stage recorded (a list: space-separated)
   [ -f build/image.json ] || { echo "build/image.json is missing: run \`make image\` first" >&2; exit 1; }
-  $PY -c 'import json, sys; print(json.load(open("build/image.json"))[sys.argv[1]])' "$1"
+  $PY -c 'import json, sys; v = json.load(open("build/image.json"))[sys.argv[1]]
+print(" ".join(v) if isinstance(v, list) else v)' "$1"
 }
 
 image() { image_field image; }
@@ -77,7 +78,7 @@ deploy_kind() {
   fi
   kubectl config use-context "kind-$CLUSTER" >/dev/null
   # Every tag of the build: rollback finds an earlier release by its model version's tag.
-  local tags; tags=$($PY -c 'import json; print(" ".join(json.load(open("build/image.json"))["tags"]))')
+  local tags; tags=$(image_field tags)
   # shellcheck disable=SC2086  # one argument per tag
   kind load docker-image $tags --name "$CLUSTER"
   kubectl apply -f deploy/k8s/namespace.yaml

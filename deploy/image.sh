@@ -153,11 +153,16 @@ push() {
     echo "Push: no GHCR_USER/GHCR_TOKEN → not pushing; the image stays local (the deploy uses it)."
     return 0
   fi
-  printf '%s' "$GHCR_TOKEN" | "$engine" login ghcr.io --username "$GHCR_USER" --password-stdin
   local tags=("$REPO:$TAG" "$REPO:$MODEL_VERSION")
-  for t in "${tags[@]}"; do "$engine" push "$t"; done
-  "$engine" logout ghcr.io >/dev/null
+  push_to_ghcr "$engine" "${tags[@]}"
   echo "pushed ${tags[*]} (:latest moves only once the smoke tests pass)"
+}
+
+push_to_ghcr() {  # engine, tags...: logged in with GHCR_USER/GHCR_TOKEN only while pushing
+  local engine=$1; shift
+  printf '%s' "$GHCR_TOKEN" | "$engine" login ghcr.io --username "$GHCR_USER" --password-stdin
+  for t in "$@"; do "$engine" push "$t"; done
+  "$engine" logout ghcr.io >/dev/null
 }
 
 release() {  # after the smoke tests passed
@@ -175,9 +180,7 @@ release() {  # after the smoke tests passed
     echo "Release: tagged $REPO:latest here; no GHCR_USER/GHCR_TOKEN, so not pushed"
     return 0
   fi
-  printf '%s' "$GHCR_TOKEN" | "$engine" login ghcr.io --username "$GHCR_USER" --password-stdin
-  "$engine" push "$REPO:latest"
-  "$engine" logout ghcr.io >/dev/null
+  push_to_ghcr "$engine" "$REPO:latest"
   echo "released $REPO:latest = $REPO:$TAG"
 }
 

@@ -9,38 +9,23 @@ import shutil
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from deploy.pod import CONTAINERS_CONF, Podman
 from tests.helpers import require_tool
-
-ROOT = Path(__file__).resolve().parents[2]
-CONTAINERS_CONF = ROOT / "deploy" / "podman" / "containers.conf"
-
-
-@dataclass(frozen=True)
-class Podman:
-    binary: str
-    env: dict[str, str]
-
-    def __call__(self, *args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-        done = subprocess.run([self.binary, *args], env=self.env, capture_output=True, text=True, timeout=timeout)
-        if check and done.returncode != 0:
-            raise AssertionError(f"podman {' '.join(args)} exited {done.returncode}:\n{done.stderr[-3000:]}")
-        return done
 
 
 @contextmanager
 def isolated_podman(folder: Path) -> Iterator[Podman]:
-    binary = require_tool("podman")
+    require_tool("podman")
     require_tool("runc")
     require_tool("debootstrap")
     conf = folder / "storage.conf"
     conf.write_text(f'[storage]\ndriver = "overlay"\ngraphroot = "{folder}/graph"\nrunroot = "{folder}/run"\n')
     env = {**os.environ, "CONTAINERS_CONF": str(CONTAINERS_CONF), "CONTAINERS_STORAGE_CONF": str(conf)}
-    engine = Podman(binary, env)
+    engine = Podman(env)
     info = engine("info", check=False)
     if info.returncode != 0:
         message = f"podman cannot run here: {info.stderr.strip()[-500:]}"

@@ -35,9 +35,8 @@ pytestmark = pytest.mark.container
 def running(podman: Podman, image: Image, tmp_path: Path) -> Iterator[pods.RunningPod]:
     pod = pods.Pod.from_manifest(pods.render(), image.name)
     pod.secrets = {("pet-classifier-secrets", "feedback-secret"): "f" * 40}
-    engine = pods.Podman(podman.env)
-    pods.pull_or_stand_in(pod, engine)
-    started = pods.start(pod, engine, {name: free_port() for name in pod.ports()}, tmp_path / "volumes")
+    pods.pull_or_stand_in(pod, podman)
+    started = pods.start(pod, podman, {name: free_port() for name in pod.ports()}, tmp_path / "volumes")
     try:
         started.wait_ready(timeout=180)
         yield started
