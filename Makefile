@@ -22,7 +22,7 @@ MODEL_PACKAGE := build/model.pt2
 # catatonit for pods, and debootstrap for base-image stand-ins where no registry answers.
 APT_PACKAGES := chromium chromium-driver wrk prometheus prometheus-alertmanager nginx prometheus-nginx-exporter \
 	podman runc netavark aardvark-dns iptables catatonit debootstrap
-APT_BINARIES := chromium chromedriver wrk promtool amtool nginx prometheus-nginx-exporter \
+APT_BINARIES := chromium chromedriver wrk prometheus promtool amtool nginx prometheus-nginx-exporter \
 	podman runc iptables catatonit debootstrap
 
 # Build parameters (Jenkins passes its build buttons as these; 1/true and 0/false both work).
@@ -68,8 +68,8 @@ lint: $(STAMP) ## ruff, ruff format --check, mypy (app/, ml/), shellcheck (scrip
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
-	$(BIN)/shellcheck deploy/*.sh deploy/podman/*.sh .ci/run
-	$(BIN)/hadolint Dockerfile deploy/jenkins/Dockerfile deploy/podman/*.Containerfile
+	$(BIN)/shellcheck deploy/*.sh deploy/podman/*.sh deploy/jenkins/*.sh .ci/run
+	$(BIN)/hadolint Dockerfile deploy/jenkins/Dockerfile deploy/jenkins/agent.Dockerfile deploy/podman/*.Containerfile
 
 format: $(STAMP) ## Apply ruff's fixes and formatting
 	$(BIN)/ruff check --fix .
@@ -79,7 +79,7 @@ test: lint system-deps node-tools ## Everything CI checks: lint, unit, integrati
 	@mkdir -p build
 	$(PY) -m pytest --junitxml=build/junit.xml
 
-test-unit: $(STAMP) ## Tests that need no real photos or container engine (JUnit and coverage in build/)
+test-unit: $(STAMP) system-deps node-tools ## Tests that need no real photos or container engine (JUnit and coverage in build/)
 	@mkdir -p build
 	$(PY) -m pytest -m "not integration and not container" --junitxml=build/junit-unit.xml \
 		--cov=app --cov=ml --cov-report=term:skip-covered --cov-report=xml:build/coverage.xml

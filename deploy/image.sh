@@ -133,7 +133,7 @@ build() {
   if command -v trivy >/dev/null 2>&1; then
     trivy image --exit-code 1 --severity HIGH,CRITICAL --ignore-unfixed --no-progress "$REPO:$TAG"
   else
-    echo "warning: trivy is not installed: the image was not scanned (deploy/jenkins/Dockerfile installs it)"
+    echo "warning: trivy is not installed: the image was not scanned (deploy/jenkins/agent.Dockerfile installs it)"
   fi
   record "$engine" "$REPO:$TAG" "$REPO:$MODEL_VERSION"
   echo "built $REPO:$TAG and $REPO:$MODEL_VERSION with $engine in $((SECONDS - start)) s"

@@ -15,6 +15,7 @@ import yaml
 from tests.helpers import require_tool
 
 ROOT = Path(__file__).resolve().parent.parent
+JENKINS = ROOT / "deploy" / "jenkins"
 GROOVY_LINT = ROOT / "deploy" / "jenkins" / "node_modules" / ".bin" / "npm-groovy-lint"  # make node-tools
 JENKINSFILE = (ROOT / "Jenkinsfile").read_text()
 CASC = yaml.safe_load((ROOT / "deploy" / "jenkins" / "casc.yaml").read_text())
@@ -232,7 +233,10 @@ def test_jenkins_builds_on_a_push_with_a_lasting_registry_cpu_torch_and_strict_t
     env = {e["key"]: e["value"] for e in CASC["jenkins"]["globalNodeProperties"][0]["envVars"]["env"]}
     assert env["CI"] == "true"
     uri = re.fullmatch(r"\$\{MLFLOW_TRACKING_URI:-(.+)\}", env["MLFLOW_TRACKING_URI"])
-    assert uri and uri[1].startswith("sqlite:////var/jenkins_home/")  # not the workspace's mlflow.db
+    # Not the workspace's mlflow.db: the agent's home, a volume that outlives every workspace.
+    assert uri and uri[1].startswith("sqlite:////home/jenkins/mlflow/")
+    compose = yaml.safe_load((JENKINS / "compose.yaml").read_text())
+    assert "agent_home:/home/jenkins" in compose["services"]["agent"]["volumes"]
     assert env["TORCH_INDEX_URL"] == "https://download.pytorch.org/whl/cpu"
     dockerfile_index = re.search(r"^ARG TORCH_INDEX_URL=(\S+)", (ROOT / "Dockerfile").read_text(), re.MULTILINE)
     assert dockerfile_index and dockerfile_index[1] == env["TORCH_INDEX_URL"]  # the same CPU build as the image
@@ -246,3 +250,82 @@ def test_setup_installs_torch_from_torch_index_url_first() -> None:
     torch_line = next(line for line in dry.splitlines() if "--index-url https://example.invalid/whl/cpu" in line)
     assert "torch(vision)?==" in torch_line
     assert dry.index(torch_line) < dry.index("-r requirements.txt")
+
+
+def make_variable(name: str) -> list[str]:
+    out = subprocess.run(
+        ["make", "-s", "--eval", f"print-var: ; @echo $({name})", "print-var"],
+        cwd=ROOT, capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    return out.split()
+
+
+def test_builds_run_on_the_agent_never_on_the_controller() -> None:
+    jenkins = CASC["jenkins"]
+    assert jenkins["numExecutors"] == 0
+    label = re.search(r"^    agent \{\s+label '([\w-]+)'\s+\}", JENKINSFILE, re.MULTILINE)
+    assert label and "agent any" not in JENKINSFILE
+    [node] = [n["permanent"] for n in jenkins["nodes"]]
+    assert node["labelString"] == label[1] and node["numExecutors"] >= 1
+    ssh = node["launcher"]["ssh"]
+    creds = CASC["credentials"]["system"]["domainCredentials"][0]["credentials"]
+    [key] = [c["basicSSHUserPrivateKey"] for c in creds if "basicSSHUserPrivateKey" in c]
+    assert key["id"] == ssh["credentialsId"] and key["username"] == "jenkins"
+    assert re.fullmatch(r"\$\{[A-Z_]+\}", key["privateKeySource"]["directEntry"]["privateKey"])
+    # The agent's sshd listens where the launcher connects.
+    assert f"AGENT_SSH_PORT:-{ssh['port']}" in (JENKINS / "agent-sshd.sh").read_text()
+    assert f"EXPOSE {ssh['port']}" in (JENKINS / "agent.Dockerfile").read_text()
+    compose = yaml.safe_load((JENKINS / "compose.yaml").read_text())
+    assert {s["build"]["dockerfile"] for s in compose["services"].values()} == {"Dockerfile", "agent.Dockerfile"}
+
+
+def test_the_agent_image_holds_every_tool_the_tests_drive() -> None:
+    """Jenkins runs the tests with CI=true: a tool missing on the agent would fail the stage."""
+    agent = (JENKINS / "agent.Dockerfile").read_text()
+    apt = re.search(r"apt-get install -y --no-install-recommends \\\n\s+(.+?) \\\n\s+(.+?) \\", agent)
+    assert apt, "the agent's apt-get line"
+    assert apt[1].split() == make_variable("APT_PACKAGES")  # the packages `make system-deps` installs
+    provided = set(make_variable("APT_BINARIES")) | {"java", "kubectl", "kind", "docker", "node", "npm", "make", "git"}
+    assert {"nodejs", "npm", "make", "git", "openssh-server"} <= set(apt[2].split())
+    assert "COPY --from=java /opt/java/openjdk" in agent and "--from=docker-cli" in agent
+    assert all(f"/usr/local/bin/{tool}" in agent for tool in ("kind", "kubectl"))
+    named = {
+        m[1]
+        for path in (ROOT / "tests").rglob("*.py")
+        for m in re.finditer(r"(?:require_tool|tool)\(\"([\w.-]+)\"", path.read_text())
+    }
+    assert named and named <= provided, named - provided
+    # The same Python as the serving image, so `make setup` resolves the same wheels.
+    python = re.compile(r"^ARG PYTHON_IMAGE=(\S+)", re.MULTILINE)
+    assert python.findall(agent) == python.findall((ROOT / "Dockerfile").read_text())
+    assert re.search(r"^test-unit: .*\bsystem-deps\b.*\bnode-tools\b", (ROOT / "Makefile").read_text(), re.M)
+
+
+def test_plugins_are_pinned_and_installed_as_pinned() -> None:
+    lines = [ln for ln in (JENKINS / "plugins.txt").read_text().splitlines() if ln and not ln.startswith("#")]
+    assert all(re.fullmatch(r"[a-z0-9][a-z0-9_-]*:\d[\w.-]*", ln) for ln in lines), lines
+    ids = [ln.split(":")[0] for ln in lines]
+    assert len(ids) == len(set(ids))
+    # What casc.yaml configures needs its plugin: the matrix, the SSH launcher and its key.
+    assert {"matrix-auth", "ssh-slaves", "ssh-credentials"} <= set(ids)
+    assert re.search(r"jenkins-plugin-cli --latest=false --plugin-file", (JENKINS / "Dockerfile").read_text())
+
+
+def test_permissions_are_a_matrix_with_one_administrator() -> None:
+    strategy = CASC["jenkins"]["authorizationStrategy"]
+    assert list(strategy) == ["globalMatrix"]
+    grants: dict[tuple[str, str], set[str]] = {}
+    for entry in strategy["globalMatrix"]["entries"]:
+        [(kind, who)] = entry.items()
+        grants[(kind, who["name"])] = set(who["permissions"])
+    admins = [who for who, perms in grants.items() if "Overall/Administer" in perms]
+    assert admins == [("user", "admin")]
+    assert not any(name == "anonymous" for _, name in grants)  # nothing without signing in
+    # A signed-in user presses the build buttons and reads results; configuring the job or
+    # replaying a build with edited code is the administrator's.
+    users = grants[("group", "authenticated")]
+    assert {"Overall/Read", "Job/Read", "Job/Build", "Job/Cancel"} <= users
+    assert not users & {"Job/Configure", "Job/Create", "Job/Delete", "Run/Replay", "Credentials/View"}
+    realm = {u["id"]: u for u in CASC["jenkins"]["securityRealm"]["local"]["users"]}
+    assert realm.keys() == {"admin", "developer"}
+    assert all(re.fullmatch(r"\$\{[A-Z_]+\}", u["password"]) for u in realm.values())

@@ -7,16 +7,17 @@
 #                   plus venv, pip and the headers AOTInductor compiles against), with `python` and
 #                   `pip` on PATH as in the official image, imported into podman;
 #   nginx           nginxinc/nginx-unprivileged (the pod's proxy): nginx.Containerfile;
-#   nginx-exporter  nginx/nginx-prometheus-exporter (the pod's proxy-metrics): nginx-exporter.Containerfile.
+#   nginx-exporter  nginx/nginx-prometheus-exporter (the pod's proxy-metrics): nginx-exporter.Containerfile;
+#   java            eclipse-temurin (the Jenkins agent's Java at /opt/java/openjdk): java.Containerfile.
 #
 # The real builds and deploys use the images the Dockerfile and deployment.yaml name; these only
 # let the same Dockerfile and manifest run here (deploy/image.sh and deploy/pod.py call this).
-# Usage: deploy/podman/standin.sh python|nginx|nginx-exporter
+# Usage: deploy/podman/standin.sh python|nginx|nginx-exporter|java
 # Prints the stand-in's name; builds it only when podman does not have it yet.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 export CONTAINERS_CONF=${CONTAINERS_CONF:-$here/containers.conf}
-kind=${1:?usage: $0 python|nginx|nginx-exporter}
+kind=${1:?usage: $0 python|nginx|nginx-exporter|java}
 tag=localhost/pet-classifier/$kind-standin:bookworm
 python_tag=localhost/pet-classifier/python-standin:bookworm
 
@@ -47,12 +48,12 @@ python_standin() {
 if ! podman image exists "$tag"; then
   case "$kind" in
     python) python_standin ;;
-    nginx | nginx-exporter)
+    nginx | nginx-exporter | java)
       podman image exists "$python_tag" || python_standin
       echo "stand-in: building $tag from Debian's packages" >&2
       podman build --quiet --format docker --pull=never --build-arg BASE="$python_tag" \
         -f "$here/$kind.Containerfile" -t "$tag" "$here" >/dev/null ;;
-    *) echo "usage: $0 python|nginx|nginx-exporter" >&2; exit 2 ;;
+    *) echo "usage: $0 python|nginx|nginx-exporter|java" >&2; exit 2 ;;
   esac
 fi
 echo "$tag"
