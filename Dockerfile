@@ -27,8 +27,8 @@ RUN apt-get update \
     && apt-get install -y --no-install-recommends g++ \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /srv
-# Only the model code the service imports (tests/test_dockerfile.py keeps this list honest).
-COPY ml/__init__.py ml/artifact.py ml/config.py ml/data.py ml/export.py ml/fileio.py ml/images.py ml/models.py ml/
+# Only the model code the service imports (tests/deploy/test_dockerfile.py keeps this list honest).
+COPY ml/__init__.py ml/artifact.py ml/config.py ml/export.py ml/fileio.py ml/images.py ml/models.py ml/
 COPY models/ models/
 # AVX2 code (x86-64-v3), for TORCH_THREADS=1; the service checks it against models/ at start.
 RUN python -m ml.export --model models --out build/model.pt2 --threads 1
@@ -66,5 +66,5 @@ USER 10001:10001
 EXPOSE 8000
 HEALTHCHECK --interval=30s --timeout=3s --start-period=60s --retries=3 \
     CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/health', timeout=2)"]
-# The exact command the end-to-end service tests start (app/local_server.py).
+# The exact command the end-to-end service tests start (tools/local_server.py).
 CMD ["gunicorn", "-c", "gunicorn.conf.py"]

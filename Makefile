@@ -79,9 +79,9 @@ test: lint system-deps node-tools ## Everything CI checks: lint, unit, integrati
 	@mkdir -p build
 	$(PY) -m pytest --junitxml=build/junit.xml
 
-test-unit: $(STAMP) system-deps node-tools ## Tests that need no real photos or container engine (JUnit and coverage in build/)
+test-unit: $(STAMP) system-deps node-tools ## Tests that need no real photos, servers or container engine (JUnit, coverage in build/)
 	@mkdir -p build
-	$(PY) -m pytest -m "not integration and not container" --junitxml=build/junit-unit.xml \
+	$(PY) -m pytest -m "not photos and not servers and not container" --junitxml=build/junit-unit.xml \
 		--cov=app --cov=ml --cov-report=term:skip-covered --cov-report=xml:build/coverage.xml
 
 test-image: $(STAMP) system-deps ## The real image built with podman and run as the pod runs it (~10 min; make test runs it too)
@@ -148,7 +148,8 @@ port-forward: ## kubectl port-forward the API, Prometheus, Grafana and Alertmana
 alerts: ## What is firing now (amtool against Alertmanager)
 	deploy/cluster.sh alerts
 
-k8s-config: $(STAMP) ## Copy prometheus/, alertmanager/, grafana/ into deploy/k8s/monitoring/config/ (what kustomize reads)
+k8s-config: $(STAMP) ## Generate the SLO rules, copy prometheus/, alertmanager/, grafana/ into deploy/k8s/monitoring/config/
+	$(PY) prometheus/build_slo_rules.py
 	$(PY) deploy/k8s_config.py
 
 kind-down: ## Delete the Kind cluster
@@ -163,16 +164,16 @@ serve: $(STAMP) $(MODEL_PACKAGE) ## The production server (Gunicorn, as in the i
 	PORT=$(PORT) MODEL_PACKAGE=$(MODEL_PACKAGE) $(BIN)/gunicorn -c gunicorn.conf.py
 
 mlflow-ui: $(STAMP) ## MLflow UI on http://127.0.0.1:5001
-	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5001
+	$(BIN)/mlflow ui --backend-store-uri "$$($(PY) -m ml.tracking)" --host 127.0.0.1 --port 5001
 
 bench-train: data ## Data-loading and training throughput, and each stage's wall time
-	$(PY) -m ml.bench_train
+	$(PY) -m tools.bench_train
 
 bench-serve: $(STAMP) system-deps $(MODEL_PACKAGE) ## Draft decoding, inference options, server vs in-process throughput, RSS (CAMERA=dir: your own JPEGs too)
-	$(PY) -m app.bench_serve --package $(MODEL_PACKAGE) $(if $(CAMERA),--camera $(CAMERA))
+	$(PY) -m tools.bench_serve --package $(MODEL_PACKAGE) $(if $(CAMERA),--camera $(CAMERA))
 
 replay: $(STAMP) ## Send labelled test photos (+feedback) to the service: RATE=5 COUNT=200 SHARE=0.5 MISLABEL=1
-	$(PY) -m app.replay --rate $${RATE:-5} --count $${COUNT:-200} --feedback-share $${SHARE:-0.5} $${MISLABEL:+--mislabel}
+	$(PY) -m tools.replay --rate $${RATE:-5} --count $${COUNT:-200} --feedback-share $${SHARE:-0.5} $${MISLABEL:+--mislabel}
 
 monitor-up: $(STAMP) system-deps $(MODEL_PACKAGE) ## Service, Prometheus, Alertmanager, SMTP sink and MLflow on loopback (FAST=1 for demos)
 	deploy/local-stack.sh up
@@ -183,7 +184,7 @@ monitor-down: ## Stop the local monitoring stack
 mail: $(STAMP) ## The last emails the local SMTP sink received
 	deploy/local-stack.sh mail
 
-pipeline: ## The main job's 11 stages, as Jenkins runs them (SKIP_TRAINING=1, DEPLOY=0, IMAGE_TAG=...)
+pipeline: ## The main job's stages, as Jenkins runs them (SKIP_TRAINING=1, DEPLOY=0, IMAGE_TAG=...)
 	$(PYTHON) deploy/pipeline.py
 
 clean: ## Remove caches and build output (keeps .venv, data and MLflow runs)

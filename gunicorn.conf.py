@@ -1,10 +1,9 @@
 """Gunicorn configuration: the one used by `make serve`, the Docker image and the tests.
 
-Environment: PORT (8000), HOST (127.0.0.1; the image sets 0.0.0.0), WEB_CONCURRENCY (2
-workers), TORCH_THREADS (1 per worker), GUNICORN_TIMEOUT (30 s), GRACEFUL_TIMEOUT (20 s),
-UPLOAD_IDLE_SECONDS (10 s of client silence) and UPLOAD_DEADLINE_SECONDS (20 s for the whole
-request to arrive; below GUNICORN_TIMEOUT): past either, 408 during the upload and closed
-during the headers; PROMETHEUS_MULTIPROC_DIR (a fresh temp folder when unset).
+Its settings come from the environment through app/settings.py (`ServerSettings`: PORT, HOST,
+WEB_CONCURRENCY, GUNICORN_TIMEOUT, GRACEFUL_TIMEOUT, UPLOAD_IDLE_SECONDS,
+UPLOAD_DEADLINE_SECONDS...), which names any variable it cannot use. PROMETHEUS_MULTIPROC_DIR
+is a fresh temp folder when unset.
 """
 
 from __future__ import annotations
@@ -23,31 +22,29 @@ os.makedirs(_metrics_dir, exist_ok=True)
 # One replica's workers share the record of used feedback tokens.
 os.environ.setdefault("FEEDBACK_DIR", os.path.join(_metrics_dir, "feedback-seen"))
 
-from app.gunicorn_worker import DEADLINE_SECONDS, READY_MESSAGE  # noqa: E402 (after the metrics folder is set)
-from app.settings import env_int  # noqa: E402 (each names its variable when it holds no usable number)
+from app.gunicorn_worker import READY_MESSAGE  # noqa: E402 (after the metrics folder is set)
+from app.settings import ServerSettings  # noqa: E402
 
+server_settings = ServerSettings.from_env()
 wsgi_app = "app.wsgi:app"
-bind = f"{os.environ.get('HOST', '127.0.0.1')}:{env_int('PORT', 8000)}"
-workers = env_int("WEB_CONCURRENCY", 2)
+bind = server_settings.bind
+workers = server_settings.workers
 # One request at a time per worker (inference is CPU-bound): Gunicorn's sync worker, plus
 # UPLOAD_IDLE_SECONDS and UPLOAD_DEADLINE_SECONDS on reading each request (app/gunicorn_worker.py).
 worker_class = "app.gunicorn_worker.TimeLimitedSyncWorker"
 preload_app = True  # load the model once in the master; workers share its pages copy-on-write
-timeout = env_int("GUNICORN_TIMEOUT", 30)
-if timeout <= DEADLINE_SECONDS:
-    # Otherwise a slow upload is killed with its worker, and its client gets an HTML 500.
-    raise SystemExit(f"UPLOAD_DEADLINE_SECONDS ({DEADLINE_SECONDS:g}) must be below GUNICORN_TIMEOUT ({timeout})")
-graceful_timeout = env_int("GRACEFUL_TIMEOUT", 20)  # SIGTERM: finish in-flight requests
+timeout = server_settings.timeout
+graceful_timeout = server_settings.graceful_timeout
 keepalive = 5
 # Gunicorn 25.1+ opens a control socket in $HOME/.gunicorn unless told not to: under the image's
 # read-only root that is an ERROR at every start, and on a host one socket for every instance
 # of a user. Nothing here uses gunicornc.
 control_socket_disable = True
-max_requests = env_int("GUNICORN_MAX_REQUESTS", 5000, minimum=0)  # 0: never restart a worker
-max_requests_jitter = env_int("GUNICORN_MAX_REQUESTS_JITTER", 500, minimum=0)
+max_requests = server_settings.max_requests
+max_requests_jitter = server_settings.max_requests_jitter
 accesslog = None  # the app writes one JSON access line per request (with its request id)
 errorlog = "-"
-loglevel = os.environ.get("LOG_LEVEL", "info")
+loglevel = server_settings.log_level
 logconfig_dict: dict[str, Any] = {
     "version": 1,
     "disable_existing_loggers": False,
@@ -92,7 +89,7 @@ def post_worker_init(worker: Any) -> None:
 
     publish_model_state(worker.wsgi)
     # The last step before the worker's accept loop: says when this worker, not just some
-    # worker, takes requests (app/local_server.py waits for one line per worker).
+    # worker, takes requests (tools/local_server.py waits for one line per worker).
     worker.log.info(f"{READY_MESSAGE}: %s", worker.pid)
 
 

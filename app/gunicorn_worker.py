@@ -27,13 +27,10 @@ from gunicorn.workers.sync import SyncWorker
 
 from app import SECURITY_HEADERS
 from app.errors import INTERNAL_ERROR, NOT_HTTP, error_name
-from app.settings import env_float
+from app.settings import ServerSettings
 
-# Read once, when Gunicorn loads this class, not on every accepted connection.
-IDLE_SECONDS = env_float("UPLOAD_IDLE_SECONDS", 10, minimum=0.1)
-DEADLINE_SECONDS = env_float("UPLOAD_DEADLINE_SECONDS", 20, minimum=0.1)
 # Logged by each worker as it enters its accept loop (gunicorn.conf.py's post_worker_init);
-# app/local_server.py waits for one per worker.
+# tools/local_server.py waits for one per worker.
 READY_MESSAGE = "Worker ready with pid"
 
 
@@ -105,6 +102,12 @@ class JsonErrorSocket:
 
 
 class TimeLimitedSyncWorker(SyncWorker):  # type: ignore[misc]
+    def init_process(self) -> None:
+        # Read once per worker, before its accept loop, not on every accepted connection.
+        limits = ServerSettings.from_env()
+        self.idle_seconds, self.deadline_seconds = limits.upload_idle_seconds, limits.upload_deadline_seconds
+        super().init_process()
+
     def handle_error(self, req: Any, client: Any, addr: Any, exc: BaseException) -> None:
         # Bad input gets JSON here too: requests Gunicorn cannot parse, when it faces clients
         # itself (`make serve`; in the pod nginx answers those first, in the same words).
@@ -115,10 +118,10 @@ class TimeLimitedSyncWorker(SyncWorker):  # type: ignore[misc]
         client, addr = listener.accept()
         util.close_on_exec(client)
         if self.cfg.is_ssl:  # ssl wraps only a real socket: the idle limit alone
-            client.settimeout(IDLE_SECONDS)
+            client.settimeout(self.idle_seconds)
             self.handle(listener, client, addr)
         else:
-            self.handle(listener, DeadlineSocket(client, IDLE_SECONDS, DEADLINE_SECONDS), addr)
+            self.handle(listener, DeadlineSocket(client, self.idle_seconds, self.deadline_seconds), addr)
 
 
 class ClientTimeoutFilter(logging.Filter):

@@ -1,4 +1,6 @@
-"""Service settings, read once from the environment (12-factor), overridable in tests."""
+"""Service settings, read from the environment (12-factor) here and nowhere else: `Settings`
+for the Flask app (overridable in tests), `ServerSettings` for Gunicorn (gunicorn.conf.py) and
+its worker (app/gunicorn_worker.py). Each variable's default lives once, below."""
 
 from __future__ import annotations
 
@@ -79,3 +81,46 @@ class Settings:
 
     def to_flask(self) -> dict[str, Any]:
         return {k.upper(): v for k, v in asdict(self).items()}
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """How Gunicorn serves: bind, workers, timeouts, and the limits on reading a request."""
+
+    host: str = "127.0.0.1"  # the image sets 0.0.0.0
+    port: int = 8000
+    workers: int = 2
+    timeout: int = 30
+    graceful_timeout: int = 20  # SIGTERM: finish in-flight requests
+    max_requests: int = 5000  # 0: never restart a worker
+    max_requests_jitter: int = 500
+    log_level: str = "info"
+    # Past either, 408 during the upload and closed during the headers.
+    upload_idle_seconds: float = 10.0  # of client silence
+    upload_deadline_seconds: float = 20.0  # for the whole request to arrive
+
+    @classmethod
+    def from_env(cls) -> ServerSettings:
+        server = cls(
+            host=os.environ.get("HOST") or cls.host,
+            port=env_int("PORT", cls.port),
+            workers=env_int("WEB_CONCURRENCY", cls.workers),
+            timeout=env_int("GUNICORN_TIMEOUT", cls.timeout),
+            graceful_timeout=env_int("GRACEFUL_TIMEOUT", cls.graceful_timeout),
+            max_requests=env_int("GUNICORN_MAX_REQUESTS", cls.max_requests, minimum=0),
+            max_requests_jitter=env_int("GUNICORN_MAX_REQUESTS_JITTER", cls.max_requests_jitter, minimum=0),
+            log_level=os.environ.get("LOG_LEVEL") or cls.log_level,
+            upload_idle_seconds=env_float("UPLOAD_IDLE_SECONDS", cls.upload_idle_seconds, minimum=0.1),
+            upload_deadline_seconds=env_float("UPLOAD_DEADLINE_SECONDS", cls.upload_deadline_seconds, minimum=0.1),
+        )
+        if server.timeout <= server.upload_deadline_seconds:
+            # Otherwise a slow upload is killed with its worker, and its client gets an HTML 500.
+            raise SettingsError(
+                f"UPLOAD_DEADLINE_SECONDS ({server.upload_deadline_seconds:g}) must be below "
+                f"GUNICORN_TIMEOUT ({server.timeout})"
+            )
+        return server
+
+    @property
+    def bind(self) -> str:
+        return f"{self.host}:{self.port}"

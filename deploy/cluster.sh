@@ -8,7 +8,7 @@
 #   deploy        kind: create the cluster if absent, kind load the image, create the Secrets,
 #                 apply deploy/k8s (kustomize) and wait for the rollout.  podman: run the pod
 #                 from the rendered manifest and wait for its probes.  local: restart the stack.
-#   smoke         app/smoke.py against the service. Passed: the release is proven, so
+#   smoke         tools/smoke.py against the service. Passed: the release is proven, so
 #                 @champion moves to @candidate and the image is tagged :latest. Failed: the
 #                 candidate is rejected (@champion and :latest stay), the cluster's Deployment
 #                 is rolled back (kubectl rollout undo) and diagnostics kept in build/diagnostics.
@@ -183,13 +183,13 @@ smoke() {
   return 1
 }
 
-smoke_checks() {  # app/smoke.py against the target; true when every check passed
+smoke_checks() {  # tools/smoke.py against the target; true when every check passed
   case "$(target)" in
     local)
-      $PY -m app.smoke --url http://127.0.0.1:8080
+      $PY -m tools.smoke --url http://127.0.0.1:8080
       return ;;
     podman)
-      if ! $PY -m app.smoke --url http://127.0.0.1:8080; then
+      if ! $PY -m tools.smoke --url http://127.0.0.1:8080; then
         mkdir -p build/diagnostics
         for c in api proxy proxy-metrics; do
           podman logs "pet-classifier-$c" >"build/diagnostics/$c.log" 2>&1 || echo "(podman logs exited $?)" >>"build/diagnostics/$c.log"
@@ -199,11 +199,11 @@ smoke_checks() {  # app/smoke.py against the target; true when every check passe
       fi
       return ;;
   esac
-  local port; port=$($PY -c 'from app.local_server import free_port; print(free_port())')
+  local port; port=$($PY -c 'from tools.local_server import free_port; print(free_port())')
   kubectl -n $NS port-forward svc/pet-classifier "$port:80" >build/port-forward.log 2>&1 &
   local pf=$!
   trap 'kill $pf 2>/dev/null' RETURN
-  if ! $PY -m app.smoke --url "http://127.0.0.1:$port" --wait 60; then
+  if ! $PY -m tools.smoke --url "http://127.0.0.1:$port" --wait 60; then
     diagnostics
     echo "smoke tests failed: rolling pet-classifier back" >&2
     kubectl -n $NS rollout undo deployment/pet-classifier

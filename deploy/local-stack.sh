@@ -60,7 +60,7 @@ ports_free() {  # before anything starts: another process on a port would answer
 }
 
 start_api() {  # Gunicorn and the pod's nginx in front of it, as processes
-  $BIN/python deploy/render_proxy.py --listen 127.0.0.1:8080 --upstream 127.0.0.1:8000 --status 127.0.0.1:8081 \
+  $BIN/python -m tools.render_proxy --listen 127.0.0.1:8080 --upstream 127.0.0.1:8000 --status 127.0.0.1:8081 \
     --out "$STATE/proxy/nginx.conf"
   if ! running service; then
     # prometheus_client's multiprocess files must not outlive the server: a fresh one counts from 0.
@@ -68,10 +68,10 @@ start_api() {  # Gunicorn and the pod's nginx in front of it, as processes
   fi
   start service env PORT=8000 MODEL_PACKAGE="${MODEL_PACKAGE:-build/model.pt2}" PROMETHEUS_MULTIPROC_DIR="$PWD/$STATE/prometheus-multiproc" $BIN/gunicorn -c gunicorn.conf.py
   local nginx
-  nginx=$($BIN/python -c 'from app.local_server import nginx_binary; print(nginx_binary() or "")')
+  nginx=$($BIN/python -c 'from tools.local_server import nginx_binary; print(nginx_binary() or "")')
   [ -n "$nginx" ] || { echo "nginx is missing: make system-deps installs it" >&2; exit 1; }
   start proxy "$nginx" -p "$PWD/$STATE/proxy/" -c "$PWD/$STATE/proxy/nginx.conf" -e stderr \
-    -g "$($BIN/python deploy/render_proxy.py --globals)"
+    -g "$($BIN/python -m tools.render_proxy --globals)"
 }
 
 up() {
@@ -88,7 +88,7 @@ up() {
     --storage.path="$STATE/alertmanager-data" --web.listen-address=127.0.0.1:9093 --cluster.listen-address=
   start prometheus prometheus --config.file="$STATE/prometheus.yml" --storage.tsdb.path="$STATE/prometheus-data" \
     --web.listen-address=127.0.0.1:9090 --web.enable-lifecycle
-  start mlflow $BIN/mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5001
+  start mlflow $BIN/mlflow ui --backend-store-uri "$($BIN/python -m ml.tracking)" --host 127.0.0.1 --port 5001
   wait_http service http://127.0.0.1:8000/ready
   wait_http proxy http://127.0.0.1:8080/ready
   if [ "${STACK_API:-}" != pod ]; then

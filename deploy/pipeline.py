@@ -1,4 +1,4 @@
-"""`make pipeline`: the main job's 11 stages, run here in the Jenkinsfile's order.
+"""`make pipeline`: the main job's stages, run here in the Jenkinsfile's order.
 
 The stage list below is the one source: the Jenkinsfile is tested against it (same names,
 same order, same make target per stage). Each stage is one `make` target, so Jenkins and a

@@ -210,7 +210,7 @@ CLUSTER: list[Panel] = [
     ),
 ]
 # Where an alert fires, drawn on its panel: panel title -> (alert, [(value, colour)]). The first
-# value is the alert's own threshold (tests/service/test_dashboards.py reads it from alerts.yml).
+# value is the alert's own threshold (tests/monitoring/test_dashboards.py reads it from alerts.yml).
 THRESHOLDS: dict[str, tuple[str, list[tuple[float, str]]]] = {
     "API error ratio (5xx, no probes)": ("PetClassifierHighErrorRatio", [(0.05, "orange"), (0.20, "red")]),
     "Latency p95 by endpoint": ("PetClassifierHighLatencyP95", [(0.5, "orange")]),

@@ -19,8 +19,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from ml.config import validation_problems
-from ml.data import file_sha256
-from ml.fileio import write_json
+from ml.fileio import file_sha256, write_json
 from ml.models import CLASSES, build_model
 
 WEIGHTS_FILE = "model.safetensors"

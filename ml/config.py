@@ -1,13 +1,15 @@
 """params.yaml, validated before any work starts.
 
 pydantic gives each bad value a clear message naming its place (``train.lr``) and refuses
-unknown keys, so a typo is an error instead of a silently ignored setting.
+unknown keys, so a typo is an error instead of a silently ignored setting. The defaults below
+are params.yaml's own values (tests/ml/test_config.py keeps them equal). An experiment
+(ml/experiments/) holds only what it changes, under ``extends: <params file>``.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -43,7 +45,7 @@ class DataParams(_Strict):
 
 class ModelParams(_Strict):
     name: str = "efficientnet_lite0"
-    image_size: int = Field(224, gt=0)
+    image_size: int = Field(256, gt=0)
     # Frozen backbone: features are computed once and cached; only the head trains.
     freeze_backbone: bool = True
     # With a frozen backbone, also fine-tune its last N stages (of 7) and its final 1x1 conv:
@@ -66,15 +68,15 @@ class AugmentParams(_Strict):
 
 
 class TrainParams(_Strict):
-    epochs: int = Field(20, ge=1)
-    batch_size: int = Field(64, ge=1)
+    epochs: int = Field(30, ge=1)
+    batch_size: int = Field(128, ge=1)
     optimizer: Literal["adamw", "sgd"] = "adamw"
     lr: float = Field(1e-3, gt=0, le=10)
     weight_decay: float = Field(1e-4, ge=0)
     scheduler: Literal["cosine", "none"] = "cosine"
     warmup_epochs: int = Field(0, ge=0)
     label_smoothing: float = Field(0.0, ge=0, lt=1)
-    early_stopping_patience: int = Field(5, ge=1)
+    early_stopping_patience: int = Field(6, ge=1)
     # Fine-tuning only: fit the linear head alone first, on the frozen network's pooled
     # features, so the stages start from a good head instead of a random one (LP-FT).
     linear_probe_epochs: int = Field(0, ge=0)
@@ -84,7 +86,7 @@ class TrainParams(_Strict):
 
 
 class GateParams(_Strict):
-    min_accuracy: float = Field(0.95, ge=0, le=1)
+    min_accuracy: float = Field(0.985, ge=0, le=1)
     max_regression: float = Field(0.005, ge=0, le=1)
 
 
@@ -119,12 +121,39 @@ def parse_params(raw: object) -> Params:
         raise ConfigError(f"invalid params: {validation_problems(exc, 'params')}") from None
 
 
-def load_params(path: str | Path = DEFAULT_PARAMS) -> Params:
-    path = Path(path)
+def merged(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with ``override`` laid over it, section by section."""
+    out = dict(base)
+    for key, value in override.items():
+        out[key] = merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def _read_yaml(path: Path) -> Any:
     if not path.is_file():
         raise ConfigError(f"params file not found: {path}")
     try:
-        raw = yaml.safe_load(path.read_text())
+        return yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path} is not valid YAML: {exc}") from None
-    return parse_params(raw)
+
+
+def _raw_params(path: Path, seen: tuple[Path, ...] = ()) -> Any:
+    """The file's mapping, laid over the file it ``extends`` (relative to it), if any."""
+    if path.resolve() in seen:
+        raise ConfigError(f"{path} extends itself through {' -> '.join(map(str, seen))}")
+    raw = _read_yaml(path)
+    if not isinstance(raw, dict) or "extends" not in raw:
+        return raw
+    raw = dict(raw)
+    base_name = raw.pop("extends")
+    if not isinstance(base_name, str) or not base_name:
+        raise ConfigError(f"{path}: extends must name a params file")
+    base = _raw_params(path.parent / base_name, (*seen, path.resolve()))
+    if not isinstance(base, dict):
+        raise ConfigError(f"{path}: {base_name} holds no settings to extend")
+    return merged(base, raw)
+
+
+def load_params(path: str | Path = DEFAULT_PARAMS) -> Params:
+    return parse_params(_raw_params(Path(path)))

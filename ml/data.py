@@ -30,6 +30,8 @@ _FOLDER_LABEL = {"cat": "cat", "cats": "cat", "dog": "dog", "dogs": "dog"}
 _FLAT_NAME = re.compile(r"^(cat|dog)[._-]", re.IGNORECASE)
 MANIFEST_FIELDS = ("path", "sha256", "label", "split")
 SPLITS = ("train", "val", "test")
+# Where `make data` (the DVC prepare stage) writes the manifest every later step reads.
+MANIFEST = Path("data/prepared/manifest.csv")
 
 
 class DataError(ValueError):
@@ -207,14 +209,6 @@ def read_manifest(path: Path) -> list[ManifestRow]:
 
 def select(rows: Iterable[ManifestRow], split_name: str) -> list[ManifestRow]:
     return [r for r in rows if r.split == split_name]
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def report(

@@ -1,7 +1,9 @@
-"""Writes that never leave a half-written file: write beside the target, then rename."""
+"""Files: writes that never leave a half-written file (write beside the target, then rename),
+and the hash that names a file's content."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -32,3 +34,11 @@ def write_json(path: Path, obj: object) -> None:
     with atomic_writer(path) as fh:
         json.dump(obj, fh, indent=2, sort_keys=False)
         fh.write("\n")
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

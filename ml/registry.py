@@ -35,8 +35,8 @@ from mlflow.exceptions import MlflowException
 from ml import tracking
 from ml.artifact import ModelLoadError, load_release
 from ml.config import ConfigError, GateParams, Params, load_params
-from ml.data import DataError, file_sha256, read_manifest, select
-from ml.fileio import write_json
+from ml.data import MANIFEST, DataError, read_manifest, select
+from ml.fileio import file_sha256, write_json
 from ml.models import CLASSES
 
 
@@ -276,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--params", type=Path, default=Path("params.yaml"))
     ap.add_argument("--model", type=Path, default=Path("models"))
-    ap.add_argument("--manifest", type=Path, default=Path("data/prepared/manifest.csv"))
+    ap.add_argument("--manifest", type=Path, default=MANIFEST)
     ap.add_argument("--source", type=Path, help="photo folder (default: params data.source)")
     ap.add_argument("--report", type=Path, help="promote: also write the gate's verdict here as JSON")
     args = ap.parse_args(argv)

@@ -27,7 +27,7 @@ from PIL import Image
 from ml import tracking
 from ml.artifact import ModelLoadError, ReleaseModel, load_release
 from ml.config import ConfigError, load_params
-from ml.data import DataError, read_manifest, select
+from ml.data import MANIFEST, DataError, read_manifest, select
 from ml.evaluate import predict_paths
 from ml.fileio import write_json
 from ml.metrics import classification_metrics
@@ -87,7 +87,7 @@ def evaluate_variant(release: ReleaseModel, items: list[tuple[Path, int]], name:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--manifest", type=Path, default=Path("data/prepared/manifest.csv"))
+    ap.add_argument("--manifest", type=Path, default=MANIFEST)
     ap.add_argument("--model", type=Path, default=Path("models"))
     ap.add_argument("--params", type=Path, default=Path("params.yaml"))
     ap.add_argument("--source", type=Path, help="folder the manifest is relative to (default: params data.source)")

@@ -28,9 +28,14 @@ def artifact_root(uri: str) -> Path | None:
     return None
 
 
+def tracking_uri() -> str:
+    """The store every command uses: MLFLOW_TRACKING_URI, else the local default."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+
+
 def configure(experiment: str) -> str:
     """Point MLflow at the tracking store and make sure the experiment exists; returns its id."""
-    uri = os.environ.get("MLFLOW_TRACKING_URI", DEFAULT_TRACKING_URI)
+    uri = tracking_uri()
     mlflow.set_tracking_uri(uri)
     found = mlflow.get_experiment_by_name(experiment)
     if found is not None:
@@ -78,3 +83,7 @@ def log_to_run(run_id: object, experiment: str, metrics: dict[str, float], files
     for file in files:
         client.log_artifact(str(run_id), str(file), folder)
     return True
+
+
+if __name__ == "__main__":  # `python -m ml.tracking`: the store's URI, for `mlflow ui` and scripts
+    print(tracking_uri())

@@ -28,9 +28,9 @@ from tqdm import tqdm
 from ml import tracking
 from ml.artifact import save_release
 from ml.config import ConfigError, Params, TrainParams, load_params
-from ml.data import SPLITS, DataError, ManifestRow, file_sha256, read_manifest, select
+from ml.data import MANIFEST, SPLITS, DataError, ManifestRow, read_manifest, select
 from ml.features import backbone_features, decoded_images
-from ml.fileio import atomic_writer
+from ml.fileio import atomic_writer, file_sha256
 from ml.images import normalise
 from ml.metrics import classification_metrics, confusion_png, curves_png
 from ml.models import CLASSES, PetNet, Top, get_spec, imagenet_weights_path
@@ -382,7 +382,7 @@ def _write_history(history: list[dict[str, float]], path: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--params", type=Path, default=Path("params.yaml"))
-    ap.add_argument("--manifest", type=Path, default=Path("data/prepared/manifest.csv"))
+    ap.add_argument("--manifest", type=Path, default=MANIFEST)
     ap.add_argument(
         "--source", type=Path, help="photo folder the manifest is relative to (default: params data.source)"
     )

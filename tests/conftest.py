@@ -11,9 +11,8 @@ import pytest
 from hypothesis import HealthCheck, settings
 from PIL import Image
 
-from tests.helpers import save_tiny_release
+from tests.helpers import ROOT, save_tiny_release
 
-ROOT = Path(__file__).resolve().parent.parent
 REAL_PHOTOS = Path(os.environ.get("PETS_DIR", ROOT.parent / "shared" / "pets" / "PetImages"))
 
 # Property tests (Hypothesis): CI runs a fixed set of cases, the same on every run, so that a
@@ -40,7 +39,7 @@ def jpeg_bytes(color: tuple[int, int, int], size: tuple[int, int] = (48, 40), se
 
 def many_scans_jpeg(scans: int, size: tuple[int, int] = (64, 48)) -> bytes:
     """A small progressive JPEG holding ``scans`` scans (its last one repeated)."""
-    from app.bench_serve import with_scans
+    from tools.jpeg_samples import with_scans
 
     return with_scans(jpeg_bytes((90, 120, 150), size=size, progressive=True), scans)
 
@@ -105,3 +104,11 @@ def tiny_package(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     from ml.export import export_package
 
     return export_package(load_release(tiny_model), tmp_path_factory.mktemp("tiny-package") / "model.pt2")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A test that takes the real photos is marked `photos`, so that the marker cannot drift
+    from what the test needs (`make test-unit` deselects it)."""
+    for item in items:
+        if "real_photos" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.photos)

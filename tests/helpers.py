@@ -14,6 +14,9 @@ import yaml
 from ml.config import SplitParams
 from ml.prepare import prepare
 
+# The repository root, for every test module.
+ROOT = Path(__file__).resolve().parents[1]
+
 TINY_PARAMS: dict[str, Any] = {
     "model": {"name": "tiny_cnn", "image_size": 32, "freeze_backbone": False},
     "train": {"epochs": 4, "batch_size": 16, "lr": 0.01, "threads": 1, "augment": {"crop_scale": 0.9}},
@@ -57,7 +60,7 @@ def prepared(source: Path, out: Path) -> Path:
 
 def nginx_connection_limit() -> int:
     """limit_conn in the pod's nginx.conf: requests at once per pod, past which it answers 429."""
-    from app.local_server import PROXY_CONF
+    from tools.local_server import PROXY_CONF
 
     conf = PROXY_CONF.read_text()
     found = re.search(r"^\s*limit_conn pod (\d+);", conf, re.MULTILINE)

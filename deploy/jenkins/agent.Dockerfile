@@ -2,7 +2,7 @@
 # The Jenkins build agent: every build of the pet-classifier job runs here, never on the
 # controller (casc.yaml gives the controller 0 executors). It holds every binary the stages and
 # their tests drive, so that under CI=true no test skips in Jenkins either:
-#   - the Debian packages `make system-deps` installs (tests/test_jenkinsfile.py keeps the list
+#   - the Debian packages `make system-deps` installs (tests/deploy/test_jenkinsfile.py keeps the list
 #     equal to the Makefile's APT_PACKAGES), on the same Python base as the serving image;
 #   - Java 21 for the agent process (Jenkins 2.555 and later require it on agents) and for
 #     npm-groovy-lint; Node.js and npm for the pinned npm tools;

