@@ -241,7 +241,9 @@ def training_inputs(
         return data, model, image_prepare(params, spec.mean, spec.std)
     model.eval()
     cut = params.model.finetune_blocks
-    backbone_id = f"{params.model.name}:{file_sha256(imagenet_weights_path())[:16]}" + (f":trunk-{cut}" if cut else "")
+    backbone_id = f"{params.model.name}:{file_sha256(imagenet_weights_path(params.model.name))[:16]}" + (
+        f":trunk-{cut}" if cut else ""
+    )
 
     def embed(batch: torch.Tensor) -> torch.Tensor:
         x = normalise(batch, spec.mean, spec.std)

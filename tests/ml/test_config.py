@@ -20,7 +20,10 @@ def test_repository_params_are_valid() -> None:
     [
         ({"train": {"lr": -0.1}}, "train.lr"),
         ({"train": {"epochs": 0}}, "train.epochs"),
-        ({"model": {"name": "resnet9000"}}, "valid names: efficientnet_lite0, simple_cnn, tiny_cnn"),
+        (
+            {"model": {"name": "resnet9000"}},
+            "valid names: efficientnet_lite0, efficientnet_lite1, efficientnet_lite2, simple_cnn",
+        ),
         ({"model": {"name": "simple_cnn", "image_size": 8, "freeze_backbone": False}}, "image_size >= 16"),
         ({"model": {"name": "simple_cnn", "freeze_backbone": True}}, "freeze_backbone needs a pretrained model"),
         ({"model": {"name": "simple_cnn", "freeze_backbone": False, "finetune_blocks": 1}}, "finetune_blocks needs"),
