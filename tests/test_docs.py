@@ -1,6 +1,7 @@
-"""The README is a front door that tells the truth: its map names every top-level entry of the
-repository and nothing that is not there, its links resolve, and its headline figures are the
-model card's."""
+"""The documentation tells the truth: the README's map names every top-level entry of the
+repository and nothing that is not there, its links resolve, its headline figures are the model
+card's; the stage table in docs/operations.md is deploy/pipeline.py's list, and the endpoint
+table in docs/api.md names every path of the OpenAPI document."""
 
 from __future__ import annotations
 
@@ -8,6 +9,9 @@ import fnmatch
 import json
 import re
 import subprocess
+import sys
+
+import yaml
 
 from tests.helpers import ROOT
 
@@ -54,3 +58,27 @@ def test_the_headline_figures_are_the_model_cards() -> None:
     assert f"| calibration error (ECE) | {metrics['ece'] * 100:.2f}% |" in README
     training = card["training"]
     assert f"{training['seconds']:.0f} s on {training['threads']} CPU threads, {training['photos']:,} photos" in README
+
+
+def test_the_stage_table_is_the_stage_list() -> None:
+    sys.path.insert(0, str(ROOT / "deploy"))
+    import pipeline  # deploy/pipeline.py: a script folder, not a package
+
+    table = (ROOT / "docs" / "operations.md").read_text()
+    rows = re.findall(r"^\| (\d+) \| ([^|]+?) \| `([\w-]+)` \|", table, re.MULTILINE)
+    assert [(int(n), name, target) for n, name, target in rows] == [
+        (i, stage.name, stage.target) for i, stage in enumerate(pipeline.STAGES, start=1)
+    ]
+
+
+def test_the_endpoint_table_names_every_path_of_the_openapi_document() -> None:
+    spec = yaml.safe_load((ROOT / "app" / "openapi.yaml").read_text())
+    documented = {
+        (method.upper(), path)
+        for path, operations in spec["paths"].items()
+        for method in operations
+        if method != "parameters"
+    }
+    table = (ROOT / "docs" / "api.md").read_text()
+    listed = set(re.findall(r"`(GET|POST|PUT|DELETE) (/[\w./]*)`", table))
+    assert listed == documented
