@@ -12,7 +12,11 @@ bp = Blueprint("health", __name__)
 @bp.get("/health")
 def health() -> Response:
     # Alive while the process serves, even without a model: a restart would not bring one.
-    return jsonify(status="healthy", service_version=current_app.config["SERVICE_VERSION"])
+    # model_loaded says which, for clients that read /health alone (the reference ones do).
+    classifier: Classifier = current_app.extensions["classifier"]
+    return jsonify(
+        status="healthy", model_loaded=classifier.ready, service_version=current_app.config["SERVICE_VERSION"]
+    )
 
 
 @bp.get("/ready")

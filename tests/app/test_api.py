@@ -44,6 +44,7 @@ def test_landing_page_for_browsers_and_json_for_clients(client: FlaskClient) -> 
 
 def test_health_and_ready(client: FlaskClient) -> None:
     assert client.get("/health").get_json()["status"] == "healthy"
+    assert client.get("/health").get_json()["model_loaded"] is True  # what the reference clients read
     ready = client.get("/ready")
     assert ready.status_code == 200
     assert ready.get_json()["ready"] is True and ready.get_json()["model_version"].startswith("tiny_cnn-")
@@ -306,6 +307,7 @@ def test_no_model_means_not_ready_but_alive(
     app = create_app({"MODEL_DIR": str(model_dir), "FEEDBACK_DIR": str(tmp_path / "seen")})
     client = app.test_client()
     assert client.get("/health").status_code == 200
+    assert client.get("/health").get_json()["model_loaded"] is False
     ready = client.get("/ready")
     assert ready.status_code == 503 and ready.get_json()["ready"] is False, ready.get_json()
     assert reason in ready.get_json()["reason"], ready.get_json()
