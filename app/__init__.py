@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from flask import Flask, Response, g, request
+from flask_cors import CORS
 
 from app import errors
 from app.api import bp as api_bp
@@ -31,6 +32,9 @@ UNKNOWN_PATH, OTHER_METHOD = "<unknown>", "<other>"
 # Every answer's own hardening. The two pages load scripts and styles from this server only
 # (no inline script), show the chosen photo from a blob: URL, and Swagger UI draws its icons
 # from data: URLs; nothing may frame them, nor learn from a Referer where staff came from.
+# The API a browser page on another origin may call (CORS_ORIGINS); regexes on the path.
+CORS_RESOURCES = r"^/(predict|feedback|version|health|ready)$"
+
 SECURITY_HEADERS = {
     "Content-Security-Policy": (
         "default-src 'self'; img-src 'self' blob: data:; object-src 'none'; base-uri 'none'; "
@@ -66,6 +70,9 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
 
     for bp in (pages_bp, docs_bp, health_bp, api_bp):
         app.register_blueprint(bp)
+    if app.config["CORS_ORIGINS"]:
+        # A front end on another origin calls the API, never /metrics or the pages.
+        CORS(app, resources=CORS_RESOURCES, origins=list(app.config["CORS_ORIGINS"]), expose_headers=["X-Request-ID"])
     errors.init_app(app)
     _request_hooks(app)
     return app

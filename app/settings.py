@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import secrets
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -42,6 +43,18 @@ def env_float(name: str, default: float, minimum: float) -> float:
     return _env(name, default, minimum, float)
 
 
+_ORIGIN = re.compile(r"https?://[A-Za-z0-9.-]+(:\d{1,5})?")
+
+
+def cors_origins(raw: str) -> tuple[str, ...]:
+    """CORS_ORIGINS: comma-separated origins (scheme://host[:port]), or * for any."""
+    origins = tuple(o.strip() for o in raw.split(",") if o.strip())
+    for origin in origins:
+        if origin != "*" and not _ORIGIN.fullmatch(origin):
+            raise SettingsError(f"CORS_ORIGINS: {origin!r} is not an origin (scheme://host[:port], or *)")
+    return origins
+
+
 @dataclass(frozen=True)
 class Settings:
     model_dir: str = "models"
@@ -55,6 +68,8 @@ class Settings:
     service_version: str = "0.1.0"
     # A switch that makes /predict fail with 500s, for alerting tests only: never set in production.
     fault_injection: bool = False
+    # Origins whose browser pages may call the API (a platform front end elsewhere); none by default.
+    cors_origins: tuple[str, ...] = ()
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -77,6 +92,7 @@ class Settings:
             torch_threads=env_int("TORCH_THREADS", cls.torch_threads),
             service_version=os.environ.get("SERVICE_VERSION", cls.service_version),
             fault_injection=os.environ.get("FAULT_INJECTION", "") == "1",
+            cors_origins=cors_origins(os.environ.get("CORS_ORIGINS", "")),
         )
 
     def to_flask(self) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from flask.testing import FlaskClient
 from PIL import Image
 
 from app import SECURITY_HEADERS, create_app
+from app.settings import Settings, SettingsError
 from tests.conftest import jpeg_bytes, many_scans_jpeg
 from tests.serving import encode
 
@@ -411,3 +412,58 @@ def test_a_prediction_reuses_the_memory_the_last_one_freed() -> None:
     tuned, faults = run.stdout.split()
     assert tuned == "True"
     assert float(faults) < 50, f"{faults} page faults per prediction"
+
+
+def test_no_origin_may_call_the_api_from_a_browser_unless_allowed(client: FlaskClient) -> None:
+    preflight = client.options(
+        "/predict", headers={"Origin": "https://adopt.example", "Access-Control-Request-Method": "POST"}
+    )
+    assert "Access-Control-Allow-Origin" not in preflight.headers
+    assert (
+        "Access-Control-Allow-Origin" not in client.get("/version", headers={"Origin": "https://adopt.example"}).headers
+    )
+
+
+def test_an_allowed_origin_may_call_the_api_and_read_its_request_id(tiny_model: Path, tmp_path: Path) -> None:
+    allowed = "https://adopt.example"
+    origins = (allowed, "http://127.0.0.1:3000")
+    app = create_app({"MODEL_DIR": str(tiny_model), "FEEDBACK_DIR": str(tmp_path), "CORS_ORIGINS": origins})
+    client = app.test_client()
+    preflight = client.options(
+        "/predict",
+        headers={
+            "Origin": allowed,
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "x-request-id",
+        },
+    )
+    assert preflight.status_code == 200 and preflight.headers["Access-Control-Allow-Origin"] == allowed
+    assert "POST" in preflight.headers["Access-Control-Allow-Methods"]
+    answer = client.post(
+        "/predict", data={"file": (io.BytesIO(jpeg_bytes((200, 120, 80))), "cat.jpg")}, headers={"Origin": allowed}
+    )
+    assert answer.status_code == 200 and answer.headers["Access-Control-Allow-Origin"] == allowed
+    assert "X-Request-ID" in answer.headers["Access-Control-Expose-Headers"]
+    assert "Origin" in answer.headers["Vary"]  # a shared cache keeps one answer per origin
+    other = client.post(
+        "/predict",
+        data={"file": (io.BytesIO(jpeg_bytes((200, 120, 80))), "cat.jpg")},
+        headers={"Origin": "https://evil.example"},
+    )
+    assert other.status_code == 200 and "Access-Control-Allow-Origin" not in other.headers
+    assert "Access-Control-Allow-Origin" not in client.get("/metrics", headers={"Origin": allowed}).headers
+
+
+@pytest.mark.parametrize(
+    ("value", "says"),
+    [
+        ("adopt.example", "CORS_ORIGINS: 'adopt.example' is not an origin"),
+        ("https://a.example/path", "is not an origin"),
+    ],
+)
+def test_an_origin_that_is_no_origin_is_refused_at_start(
+    monkeypatch: pytest.MonkeyPatch, value: str, says: str
+) -> None:
+    monkeypatch.setenv("CORS_ORIGINS", value)
+    with pytest.raises(SettingsError, match=re.escape(says)):
+        Settings.from_env()
