@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -77,3 +78,12 @@ def require_tool(name: str, installer: str = "make system-deps") -> str:
     if os.environ.get("CI") == "true":
         pytest.fail(message)
     pytest.skip(message)
+
+
+def make_variable(name: str) -> list[str]:
+    """The words of a Makefile variable, as make expands it."""
+    out = subprocess.run(
+        ["make", "-s", "--eval", f"print-var: ; @echo $({name})", "print-var"],
+        cwd=ROOT, capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    return out.split()

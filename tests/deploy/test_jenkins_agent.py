@@ -15,8 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.deploy.podman import Podman
-from tests.deploy.test_jenkinsfile import make_variable
-from tests.helpers import ROOT
+from tests.helpers import ROOT, make_variable
 from tools.local_server import free_port
 
 JENKINS = ROOT / "deploy" / "jenkins"

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.helpers import ROOT, require_tool
+from tests.helpers import ROOT, make_variable, require_tool
 
 JENKINS = ROOT / "deploy" / "jenkins"
 GROOVY_LINT = ROOT / "deploy" / "jenkins" / "node_modules" / ".bin" / "npm-groovy-lint"  # make node-tools
@@ -249,14 +249,6 @@ def test_setup_installs_torch_from_torch_index_url_first() -> None:
     torch_line = next(line for line in dry.splitlines() if "--index-url https://example.invalid/whl/cpu" in line)
     assert "torch(vision)?==" in torch_line
     assert dry.index(torch_line) < dry.index("-r requirements.txt")
-
-
-def make_variable(name: str) -> list[str]:
-    out = subprocess.run(
-        ["make", "-s", "--eval", f"print-var: ; @echo $({name})", "print-var"],
-        cwd=ROOT, capture_output=True, text=True, check=True,
-    ).stdout  # fmt: skip
-    return out.split()
 
 
 def test_builds_run_on_the_agent_never_on_the_controller() -> None:
