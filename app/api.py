@@ -62,11 +62,9 @@ def _upload() -> bytes:
     raise ApiError(400, "missing_file", "send the photo as multipart field 'file' or as a raw image/* body")
 
 
-@bp.post("/predict")
-def predict() -> Response:
-    classifier = _classifier()
+def _answer(classifier: Classifier, data: bytes, request_id: str) -> dict[str, Any]:
+    """One photo's prediction, counted and logged; an unusable photo raises ApiError (counted too)."""
     metrics = _metrics()
-    data = _upload()
     if not data:
         metrics.rejected.labels("empty").inc()
         raise ApiError(400, "empty_file", "the uploaded file has zero bytes")
@@ -91,22 +89,61 @@ def predict() -> Response:
         "confidence": round(result.confidence, 6),
         "probabilities": {k: round(v, 6) for k, v in result.probabilities.items()},
         "model_version": version,
-        "request_id": g.request_id,
+        "request_id": request_id,
         "inference_time_ms": round((result.decode_seconds + result.inference_seconds) * 1000, 3),
-        "feedback_token": tokens.issue(g.request_id, result.label, version),
+        "feedback_token": tokens.issue(request_id, result.label, version),
     }
     log.info(
         "prediction",
         extra={
             "event": "prediction",
-            "request_id": g.request_id,
+            "request_id": request_id,
             "class": result.label,
             "confidence": body["confidence"],
             "model_version": version,
             "latency_ms": body["inference_time_ms"],
         },
     )
-    return jsonify(body)
+    return body
+
+
+@bp.post("/predict")
+def predict() -> Response:
+    classifier = _classifier()
+    return jsonify(_answer(classifier, _upload(), g.request_id))
+
+
+@bp.post("/predict/batch")
+def predict_batch() -> Response:
+    """Several multipart ``file`` fields → one answer per photo, in order. A photo that cannot
+    be classified gets its own error and the status /predict would have given it; the rest of
+    the batch is answered all the same."""
+    classifier = _classifier()
+    files = request.files.getlist("file")
+    limit = current_app.config["MAX_BATCH_FILES"]
+    if not files:
+        _metrics().rejected.labels("missing_file").inc()
+        raise ApiError(400, "missing_file", "send the photos as multipart fields named 'file', one per photo")
+    if len(files) > limit:
+        _metrics().rejected.labels("too_many_files").inc()
+        detail = f"a batch holds at most {limit} photos (MAX_BATCH_FILES), got {len(files)}"
+        raise ApiError(413, "too_many_files", detail)
+    results: list[dict[str, Any]] = []
+    for i, upload in enumerate(files):
+        item: dict[str, Any] = {"filename": upload.filename or ""}
+        try:
+            # Each photo has its own request id (the batch's, then its place), for its feedback token.
+            item.update(status=200, **_answer(classifier, upload.read(), f"{g.request_id}-{i}"))
+        except ApiError as exc:
+            item.update(status=exc.status, error=exc.error, detail=exc.detail)
+        results.append(item)
+    return jsonify(
+        request_id=g.request_id,
+        model_version=classifier.version or "",
+        count=len(results),
+        failed=sum(r["status"] != 200 for r in results),
+        results=results,
+    )
 
 
 def _json_object() -> Any:

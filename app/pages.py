@@ -18,6 +18,7 @@ docs_bp = Blueprint("docs", __name__, static_folder=swagger_ui_path, static_url_
 OPENAPI_FILE = Path(__file__).with_name("openapi.yaml")
 ENDPOINTS = {
     "predict": "POST /predict",
+    "predict_batch": "POST /predict/batch",
     "feedback": "POST /feedback",
     "version": "GET /version",
     "health": "GET /health",
@@ -40,7 +41,13 @@ def index() -> Response | str:
     # Browsers rank text/html above */*; curl and API clients get JSON.
     if request.accept_mimetypes.best_match(["application/json", "text/html"]) == "text/html":
         size = classifier.release.image_size if classifier.release else ""  # the page shrinks photos to it
-        return render_template("index.html", model_version=classifier.version or "not loaded", image_size=size)
+        return render_template(
+            "index.html",
+            model_version=classifier.version or "not loaded",
+            image_size=size,
+            batch_limit=current_app.config["MAX_BATCH_FILES"],  # the page sends a folder in such batches
+            upload_limit=current_app.config["MAX_UPLOAD_BYTES"],
+        )
     return jsonify(
         name="Cats vs Dogs classifier",
         version=current_app.config["SERVICE_VERSION"],

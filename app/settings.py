@@ -59,7 +59,8 @@ def cors_origins(raw: str) -> tuple[str, ...]:
 class Settings:
     model_dir: str = "models"
     model_package: str = ""  # the AOTInductor build of model_dir (ml/export.py); "" = eager PyTorch
-    max_upload_bytes: int = 10 * 1024 * 1024
+    max_upload_bytes: int = 10 * 1024 * 1024  # a whole request, a batch's photos together
+    max_batch_files: int = 32  # photos in one POST /predict/batch
     # Feedback tokens are signed with this key; every replica must share it (a Kubernetes Secret).
     feedback_secret: str = field(default_factory=lambda: secrets.token_hex(32))
     feedback_ttl_seconds: int = 7 * 24 * 3600
@@ -86,6 +87,7 @@ class Settings:
             model_dir=os.environ.get("MODEL_DIR", cls.model_dir),
             model_package=os.environ.get("MODEL_PACKAGE", cls.model_package),
             max_upload_bytes=env_int("MAX_UPLOAD_BYTES", cls.max_upload_bytes),
+            max_batch_files=env_int("MAX_BATCH_FILES", cls.max_batch_files),
             feedback_secret=secret or secrets.token_hex(32),
             feedback_ttl_seconds=env_int("FEEDBACK_TTL_SECONDS", cls.feedback_ttl_seconds),
             feedback_dir=os.environ.get("FEEDBACK_DIR", ""),

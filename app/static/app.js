@@ -1,4 +1,5 @@
-// Landing page: upload a photo to /predict, show the answer, send staff feedback.
+// Landing page: upload a photo to /predict, show the answer, send staff feedback; several
+// photos or a dropped folder go to /predict/batch and come back as a table.
 const drop = document.getElementById("drop");
 const input = document.getElementById("file");
 const progress = document.getElementById("status");
@@ -6,6 +7,11 @@ const progress = document.getElementById("status");
 // megabytes; a copy twice that size on its short side is ~100 kB and gives the server the same
 // input, so a slow shelter uplink stays well inside the server's upload deadline.
 const sendSide = 2 * Number(document.body.dataset.imageSize || 0);
+// What one /predict/batch request may hold (MAX_BATCH_FILES, MAX_UPLOAD_BYTES; a little room
+// is kept for the form's own bytes).
+const batchLimit = Number(document.body.dataset.batchLimit || 1);
+const uploadLimit = Number(document.body.dataset.uploadLimit || 0);
+const FORM_ROOM = 64 * 1024;
 let token = null;
 let previewUrl = null;
 
@@ -43,9 +49,7 @@ async function shrink(file) {
 }
 
 async function classify(file) {
-  document.getElementById("error").textContent = "";
-  document.getElementById("answer").textContent = "";
-  show("result", false);
+  clearAnswers();
   const preview = document.getElementById("preview");
   if (previewUrl) URL.revokeObjectURL(previewUrl);
   previewUrl = URL.createObjectURL(file);
@@ -80,13 +84,131 @@ async function classify(file) {
   }
 }
 
-input.addEventListener("change", () => input.files[0] && classify(input.files[0]));
+function clearAnswers() {
+  document.getElementById("error").textContent = "";
+  document.getElementById("answer").textContent = "";
+  show("result", false);
+  show("batch", false);
+}
+
+function row(name) {
+  const tr = document.createElement("tr");
+  for (const text of [name, "waiting…", ""]) {
+    const td = document.createElement("td");
+    td.textContent = text;
+    tr.appendChild(td);
+  }
+  document.getElementById("batch-rows").appendChild(tr);
+  return tr;
+}
+
+function fill(tr, result) {
+  const [, answer, sure] = tr.children;
+  answer.classList.toggle("failed", result.status !== 200);
+  if (result.status === 200) {
+    answer.textContent = result.prediction;
+    sure.textContent = `${(result.confidence * 100).toFixed(1)}%`;
+  } else {
+    answer.textContent = result.detail || result.error;
+    sure.textContent = "—";
+  }
+}
+
+// Photos in batches the service takes: at most batchLimit each, and their bytes within its
+// upload limit; a photo over the limit on its own is told so here and never sent.
+async function* batchesOf(items) {
+  let batch = [];
+  let bytes = 0;
+  for (const item of items) {
+    item.file = await shrink(item.file);
+    if (uploadLimit && item.file.size + FORM_ROOM > uploadLimit) {
+      fill(item.tr, { status: 413, detail: `larger than the ${(uploadLimit / 1048576).toFixed(0)} MB the service takes` });
+      continue;
+    }
+    if (batch.length && (batch.length >= batchLimit || (uploadLimit && bytes + item.file.size + FORM_ROOM > uploadLimit))) {
+      yield batch;
+      batch = [];
+      bytes = 0;
+    }
+    batch.push(item);
+    bytes += item.file.size;
+  }
+  if (batch.length) yield batch;
+}
+
+async function classifyMany(files) {
+  clearAnswers();
+  document.getElementById("preview").hidden = true;
+  document.getElementById("batch-rows").replaceChildren();
+  const caption = document.getElementById("batch-summary");
+  caption.textContent = `${files.length} photos`;
+  show("batch", true);
+  const items = files.map(({ name, file }) => ({ name, file, tr: row(name) }));
+  const focused = document.activeElement === input;
+  input.disabled = true;
+  let done = 0;
+  try {
+    for await (const batch of batchesOf(items)) {
+      progress.textContent = `Classifying ${done + 1}–${done + batch.length} of ${items.length}…`;
+      const form = new FormData();
+      for (const item of batch) form.append("file", item.file, item.name);
+      const resp = await fetch("/predict/batch", { method: "POST", body: form });
+      const body = await resp.json().catch(() => ({ detail: `the service answered ${resp.status} ${resp.statusText}` }));
+      batch.forEach((item, i) => fill(item.tr, resp.ok ? body.results[i] : { status: resp.status, ...body }));
+      done += batch.length;
+    }
+  } catch {
+    document.getElementById("error").textContent = "the service could not be reached; check the connection and try again";
+  } finally {
+    input.disabled = false;
+    if (focused) input.focus();
+    input.value = "";
+    progress.textContent = "";
+  }
+  const answers = items.map((item) => item.tr.children[1]);
+  const count = (label) => answers.filter((td) => !td.classList.contains("failed") && td.textContent === label).length;
+  const failed = answers.filter((td) => td.classList.contains("failed") || td.textContent === "waiting…").length;
+  const n = (k, what) => `${k} ${what}${k === 1 ? "" : "s"}`;
+  const summary = `${n(items.length, "photo")}: ${n(count("cat"), "cat")}, ${n(count("dog"), "dog")}` +
+    (failed ? `, ${failed} not classified` : "");
+  caption.textContent = summary;
+  document.getElementById("answer").textContent = summary;
+}
+
+function choose(files) {
+  const photos = files.filter(({ name }) => !name.split("/").pop().startsWith("."));  // .DS_Store and the like
+  if (photos.length === 1) classify(photos[0].file);
+  else if (photos.length > 1) classifyMany(photos);
+}
+
+// A dropped folder is walked for its files; their paths inside it name the table's rows.
+async function filesOf(entry) {
+  if (entry.isFile) return [{ name: entry.fullPath.replace(/^\//, ""), file: await new Promise((ok, no) => entry.file(ok, no)) }];
+  const reader = entry.createReader();
+  const found = [];
+  for (;;) {
+    const entries = await new Promise((ok, no) => reader.readEntries(ok, no));  // a few at a time
+    if (!entries.length) return found;
+    for (const child of entries) found.push(...(await filesOf(child)));
+  }
+}
+
+input.addEventListener("change", () => choose([...input.files].map((file) => ({ name: file.name, file }))));
 drop.addEventListener("dragover", (e) => { e.preventDefault(); drop.classList.add("over"); });
 drop.addEventListener("dragleave", () => drop.classList.remove("over"));
-drop.addEventListener("drop", (e) => {
+drop.addEventListener("drop", async (e) => {
   e.preventDefault();
   drop.classList.remove("over");
-  if (e.dataTransfer.files[0] && !input.disabled) classify(e.dataTransfer.files[0]);
+  if (input.disabled) return;
+  // The entries must be taken while the event lasts: the list is emptied once it is over.
+  const entries = [...e.dataTransfer.items].map((item) => item.webkitGetAsEntry && item.webkitGetAsEntry()).filter(Boolean);
+  const files = [...e.dataTransfer.files].map((file) => ({ name: file.name, file }));
+  if (!entries.some((entry) => entry.isDirectory)) return choose(files);
+  try {
+    choose((await Promise.all(entries.map(filesOf))).flat());
+  } catch {
+    document.getElementById("error").textContent = "the folder could not be read; choose its photos instead";
+  }
 });
 document.querySelectorAll("button[data-label]").forEach((button) => {
   button.addEventListener("click", async () => {

@@ -43,7 +43,8 @@ def page(tmp_path: Path) -> Iterator[tuple[Any, Server]]:
     ):
         options.add_argument(flag)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})  # the console, for console_errors()
-    with gunicorn(tmp_path, ROOT / "models", workers=1) as server:
+    # Batches of 2, so that three photos chosen at once take the page two requests.
+    with gunicorn(tmp_path, ROOT / "models", workers=1, extra_env={"MAX_BATCH_FILES": "2"}) as server:
         browser = webdriver.Chrome(options=options, service=Service(driver_path))
         try:
             browser.set_page_load_timeout(30)
@@ -277,6 +278,46 @@ new MutationObserver((changes) => {
   }
 }).observe(document.body, { childList: true, characterData: true, subtree: true, attributeFilter: ["hidden"] });
 """
+
+
+def test_several_photos_come_back_as_a_table_in_batches_the_service_takes(
+    page: tuple[Any, Server], real_photos: Path, not_a_photo: Path, tmp_path: Path
+) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser, server = page
+    browser.execute_script(_RECORD_ANNOUNCEMENTS)
+    chosen = []
+    for name, source in (("tabby.jpg", real_photos / "Cat" / "1.jpg"), ("rex.jpg", real_photos / "Dog" / "1.jpg")):
+        chosen.append(tmp_path / name)
+        chosen[-1].write_bytes(source.read_bytes())
+    chosen.append(not_a_photo)
+    browser.find_element(By.ID, "file").send_keys("\n".join(map(str, chosen)))  # one choice of three files
+    summary = WebDriverWait(browser, 60).until(
+        lambda b: ":" in (text := b.find_element(By.ID, "batch-summary").text) and text
+    )
+    rows = [
+        [td.text for td in tr.find_elements(By.TAG_NAME, "td")]
+        for tr in browser.find_elements(By.CSS_SELECTOR, "#batch-rows tr")
+    ]
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    browser.save_screenshot(str(ARTIFACTS / "landing-page-batch.png"))
+    api = requests.post(f"{server.url}/predict", files={"file": not_a_photo.open("rb")}, timeout=10).json()
+    assert [r[:2] for r in rows] == [["tabby.jpg", "cat"], ["rex.jpg", "dog"], ["notes.jpg", api["detail"]]], rows
+    assert rows[0][2].endswith("%") and rows[2][2] == "—"
+    assert summary == "3 photos: 1 cat, 1 dog, 1 not classified"
+    assert summary in browser.execute_script("return window.spoken")
+    metrics = requests.get(f"{server.url}/metrics", timeout=10).text.splitlines()
+    batch_requests = [m for m in metrics if m.startswith("flask_http_request_duration_seconds_count{")]
+    batch_requests = [m for m in batch_requests if 'endpoint="api.predict_batch"' in m]
+    assert sum(float(m.split()[-1]) for m in batch_requests) == 2  # batches of at most MAX_BATCH_FILES
+    assert browser.find_element(By.ID, "result").is_displayed() is False
+    assert accessibility_violations(browser) == [] and console_errors(browser) == []
+    browser.set_window_size(320, 800)  # a long file name wraps in its column on a phone
+    browser.execute_script("document.querySelector('#batch-rows td').textContent = 'x'.repeat(120) + '.jpg'")
+    width, room = browser.execute_script("return [document.documentElement.scrollWidth, window.innerWidth]")
+    assert width <= room, f"the page is {width} px wide in a {room} px window"
 
 
 def test_a_screen_reader_is_told_the_answer_and_the_error(
