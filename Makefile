@@ -34,7 +34,7 @@ NODE_TOOLS := deploy/jenkins/node_modules/.installed tests/node_modules/.install
 
 .PHONY: help setup system-deps node-tools lint format test test-unit test-image checkout data train evaluate register \
 	validate image push deploy smoke rollback status logs port-forward alerts k8s-config kind-down export-model serve mlflow-ui bench-train \
-	bench-serve replay monitor-up monitor-down mail pipeline clean
+	bench-serve replay classify monitor-up monitor-down mail pipeline clean
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  \033[1m%-14s\033[0m %s\n", $$1, $$2}'
@@ -174,6 +174,9 @@ bench-serve: $(STAMP) system-deps $(MODEL_PACKAGE) ## Draft decoding, inference 
 
 replay: $(STAMP) ## Send labelled test photos (+feedback) to the service: RATE=5 COUNT=200 SHARE=0.5 MISLABEL=1
 	$(PY) -m tools.replay --rate $${RATE:-5} --count $${COUNT:-200} --feedback-share $${SHARE:-0.5} $${MISLABEL:+--mislabel}
+
+classify: $(STAMP) ## A folder of photos through the service, answers in a CSV it resumes: DIR=folder OUT=answers.csv
+	$(PY) -m tools.classify_folder "$${DIR:?set DIR to a folder of photos}" --out "$${OUT:-answers.csv}" --url "$${URL:-http://127.0.0.1:8000}"
 
 monitor-up: $(STAMP) system-deps $(MODEL_PACKAGE) ## Service, Prometheus, Alertmanager, SMTP sink and MLflow on loopback (FAST=1 for demos)
 	deploy/local-stack.sh up
