@@ -13,19 +13,27 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+import pillow_heif
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 from PIL.JpegImagePlugin import JpegImageFile
 
 # What staff upload. Pillow reads 40-odd formats (TIFF, PSD, EPS, ICO, FITS, ...), and each
-# decoder is attack surface, so the rest are refused unopened (MPO comes in as JPEG).
-ACCEPTED_FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "AVIF", "BMP")
+# decoder is attack surface, so the rest are refused unopened (MPO comes in as JPEG). HEIF is
+# what iPhones take photos in, read by pillow-heif (libheif): one decoding thread, as torch has
+# one per worker, and no thumbnails, depth maps or auxiliary images, which are never looked at.
+ACCEPTED_FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "AVIF", "BMP", "HEIF")
+pillow_heif.register_heif_opener(decode_threads=1, thumbnails=False, depth_images=False, aux_images=False)
 # A decompression bomb is refused rather than decoded: 50 MP covers any phone camera.
 MAX_PIXELS = 50_000_000
 Image.MAX_IMAGE_PIXELS = MAX_PIXELS
 # Formats without draft mode decode at full size first: a 49 MP WebP of 0.13 MB took 752 MiB.
 # At 16 MP the worst (WebP, about 245 MiB) fits twice in the pod's headroom (deployment.yaml).
 MAX_PIXELS_FULL_DECODE = 16_000_000
+# HEIF has no draft mode either, but costs less: a 24.5 MP iPhone photo (5712x4284) took 182 MiB
+# to decode, a 12 MP one 94 MiB. 25 MP takes every iPhone's default photo; "HEIF Max" (48 MP)
+# would take about 360 MiB and is refused.
+MAX_PIXELS_HEIF = 25_000_000
 # A progressive JPEG's cost is scans x pixels, and the standard lets a few bytes of EOB runs
 # make a scan over the whole image: 1,000 scans of 49 MP fit in 0.36 MB and hold a worker for
 # 28 s (libjpeg-turbo calls it LJT-01-003; only a scan limit helps). Encoders write 1 to 13.
@@ -62,7 +70,8 @@ def open_rgb(source: str | Path | bytes, draft_size: int | None = None) -> Image
         with Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS) as im:
             # Phones' multi-picture JPEGs open as MPO, a JpegImageFile too.
             jpeg = isinstance(im, JpegImageFile)
-            limit = MAX_PIXELS if jpeg else MAX_PIXELS_FULL_DECODE  # Pillow only warns up to 2x its own
+            # Pillow only warns up to 2x its own limit.
+            limit = MAX_PIXELS if jpeg else MAX_PIXELS_HEIF if im.format == "HEIF" else MAX_PIXELS_FULL_DECODE
             if im.width * im.height > limit:
                 raise ImageError("too_many_pixels", f"{im.width}x{im.height} {im.format} is over {limit:,} pixels")
             # Entropy-coded data escapes every 0xFF, so each scan libjpeg reads starts with these

@@ -131,6 +131,7 @@ def awkward_images() -> dict[str, bytes]:
         "palette": encode(rgb.convert("P"), "PNG"),
         "png16": encode(Image.fromarray((np.arange(64 * 64).reshape(64, 64) * 16).astype(np.uint16)), "PNG"),
         "webp": encode(rgb, "WEBP"),
+        "heic": encode(rgb, "HEIF", quality=60),  # an iPhone's own format
         "exif_rotated": encode(rgb, "JPEG", exif=exif.tobytes()),
     }
 

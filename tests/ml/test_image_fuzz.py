@@ -27,8 +27,9 @@ WRITES = {
     "WEBP": ("RGB", "RGBA"),
     "AVIF": ("RGB", "RGBA"),
     "BMP": ("1", "L", "P", "RGB", "RGBA"),
+    "HEIF": ("L", "RGB", "RGBA"),  # pillow-heif
 }
-CARRIES_EXIF = ("JPEG", "PNG", "WEBP", "AVIF")
+CARRIES_EXIF = ("JPEG", "PNG", "WEBP", "AVIF", "HEIF")
 
 
 @dataclass
@@ -97,6 +98,8 @@ def photos(draw: st.DrawFn) -> Photo:
         options["lossless"] = draw(st.booleans())
     elif fmt == "AVIF":
         options["quality"], options["speed"] = draw(st.integers(40, 100)), 10
+    elif fmt == "HEIF":
+        options["quality"] = draw(st.integers(40, 100))
     elif fmt == "BMP" and mode == "RGBA":
         shown = (float(rgba[0]), float(rgba[1]), float(rgba[2]))  # 32-bit BMPs keep no alpha that readers agree on
     if fmt in ("PNG", "GIF") and mode == "P" and draw(st.booleans()):
@@ -106,7 +109,7 @@ def photos(draw: st.DrawFn) -> Photo:
         options["save_all"], options["append_images"] = True, [Image.new(im.mode, size, 0)]
     buf = io.BytesIO()
     im.save(buf, fmt, **options)
-    if fmt in ("JPEG", "AVIF") or (fmt == "WEBP" and not options["lossless"]):
+    if fmt in ("JPEG", "AVIF", "HEIF") or (fmt == "WEBP" and not options["lossless"]):
         # Lossy coding moves a flat colour (saturated ones most, by 5 and more at quality 30),
         # so the colour to see is the file's own, decoded plainly at full size over white.
         shown = plain_decode(buf.getvalue())

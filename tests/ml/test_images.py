@@ -15,6 +15,7 @@ from PIL import Image
 from ml.images import (
     MAX_JPEG_SCANS,
     MAX_PIXELS_FULL_DECODE,
+    MAX_PIXELS_HEIF,
     ImageError,
     load_tensor,
     normalise,
@@ -122,6 +123,12 @@ except ImageError as refused:
     assert refused.reason == "too_many_pixels", refused
 else:
     raise AssertionError("a 64 MP PNG was decoded")
+from tests.ml.test_images import heif_claiming
+for size in ((8064, 6048), (5712, 4284)):  # refused unread; refused by libheif
+    try:
+        open_rgb(heif_claiming(*size))
+    except ImageError:
+        pass
 """
     run = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert run.returncode == 0 and run.stderr == "", run.stderr
@@ -183,6 +190,27 @@ def test_progressive_jpeg_with_too_many_scans_is_refused_before_decoding() -> No
         open_rgb(many_scans_jpeg(MAX_JPEG_SCANS + 1))
     assert err.value.reason == "too_many_scans"
     assert f"{MAX_JPEG_SCANS + 1} JPEG scans" in err.value.detail
+
+
+def heif_claiming(width: int, height: int) -> bytes:
+    """A small HEIF whose image-size box (ispe) claims another size, as a bomb's would."""
+    data = bytearray(encode(Image.new("RGB", (64, 64), (90, 120, 150)), "HEIF", quality=50))  # no crop box
+    at = data.index(b"ispe") + 8  # box type, then version and flags
+    assert struct.unpack(">II", data[at : at + 8]) == (64, 64)
+    data[at : at + 8] = struct.pack(">II", width, height)
+    return bytes(data)
+
+
+def test_iphone_photos_have_their_own_pixel_limit() -> None:
+    """HEIF decodes at full size like PNG, at half PNG's worst memory: a 24.5 MP iPhone photo
+    passes the limit, a 48 MP "HEIF Max" one is refused before anything is decoded."""
+    assert open_rgb(encode(Image.new("RGB", (64, 48), (90, 120, 150)), "HEIF")).size == (64, 48)
+    with pytest.raises(ImageError) as err:
+        open_rgb(heif_claiming(8064, 6048))
+    assert err.value.reason == "too_many_pixels" and f"{MAX_PIXELS_HEIF:,}" in err.value.detail
+    with pytest.raises(ImageError) as err:
+        open_rgb(heif_claiming(5712, 4284))  # within the limit: decoding starts, and fails on 64x64 data
+    assert err.value.reason != "too_many_pixels"
 
 
 def test_formats_decoded_at_full_size_have_a_lower_pixel_limit() -> None:
@@ -252,6 +280,7 @@ def fuzz_seeds() -> dict[str, bytes]:
         "webp": encode(im, "WEBP", exif=exif.tobytes()),
         "bmp": encode(im, "BMP"),
         "avif": encode(im, "AVIF", quality=50),
+        "heif": encode(im, "HEIF", quality=50, exif=exif.tobytes()),
     }
 
 
@@ -269,6 +298,7 @@ def mutate(data: bytes, rng: random.Random) -> bytes:
     return bytes(out)
 
 
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")  # ml.images silences it too
 def test_mutated_files_are_decoded_or_refused_never_a_crash() -> None:
     """Seeded fuzzing of every accepted format: anything but an ImageError is a 500 in the API.
     It found libavif's RuntimeError and Pillow's failure on mistyped EXIF tags (tests above).
