@@ -52,6 +52,7 @@ class _Card(BaseModel):
     architecture: str
     version: str
     image_size: PositiveInt
+    test_time_flip: bool = False  # absent in cards written before it existed
     classes: list[str]
     normalization: _Normalization
     weights: _Weights
@@ -130,6 +131,7 @@ def load_release(model_dir: str | Path) -> ReleaseModel:
     try:
         model = build_model(card["architecture"], pretrained=False)
         model.load_state_dict(load_file(str(weights)), strict=True)
+        model.test_time_flip = card.get("test_time_flip", False)
     except (ValueError, RuntimeError, OSError) as exc:
         raise ModelLoadError(f"cannot load {weights} as {card['architecture']}: {exc}") from None
     return ReleaseModel(model.eval(), card)

@@ -51,12 +51,16 @@ class ModelParams(_Strict):
     # With a frozen backbone, also fine-tune its last N stages (of 7) and its final 1x1 conv:
     # the frozen part's output is cached once instead of the pooled features.
     finetune_blocks: int = Field(0, ge=0, le=7)
+    # Classify the mean embedding of the photo and its mirror image (features cached that way).
+    test_time_flip: bool = False
 
     @model_validator(mode="after")
     def _known_and_fits(self) -> ModelParams:
         from ml.models import check_model
 
         check_model(self.name, self.image_size, self.freeze_backbone, self.finetune_blocks)
+        if self.test_time_flip and (not self.freeze_backbone or self.finetune_blocks):
+            raise ValueError("test_time_flip needs freeze_backbone: true and finetune_blocks: 0 (cached embeddings)")
         return self
 
 

@@ -63,6 +63,7 @@ def expected_metadata(release: ReleaseModel, threads: int) -> dict[str, str]:
     return {
         "pet.weights_sha256": str(release.card["weights"]["sha256"]),
         "pet.image_size": str(release.image_size),
+        "pet.test_time_flip": str(release.card.get("test_time_flip", False)),
         "pet.mean": ",".join(map(str, release.mean)),
         "pet.std": ",".join(map(str, release.std)),
         "pet.classes": ",".join(release.classes),

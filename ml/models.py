@@ -24,15 +24,26 @@ CLASSES = ("cat", "dog")
 
 
 class PetNet(nn.Module):
-    """What every architecture offers: ``features`` (pooled embedding) and a linear ``classifier``."""
+    """What every architecture offers: ``features`` (pooled embedding) and a linear ``classifier``.
+
+    With ``test_time_flip`` the embedding is the mean of the photo's and its mirror image's: a
+    cat is a cat either way round, and the two views' errors partly cancel (docs/decisions.md).
+    It changes no weight, so the model card says whether a model was trained and is used so."""
 
     classifier: nn.Linear
+    test_time_flip: bool = False
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.test_time_flip:
+            return self.features(x)
+        both = self.features(torch.cat([x, x.flip(-1)]))  # one batch of 2N: one pass of the weights
+        return (both[: len(x)] + both[len(x) :]) / 2
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.features(x))
+        return self.classifier(self.embed(x))
 
     def trunk(self, x: torch.Tensor, finetune_blocks: int) -> torch.Tensor:
         raise NotImplementedError(f"{type(self).__name__} has no frozen trunk to cache")

@@ -241,13 +241,15 @@ def training_inputs(
         return data, model, image_prepare(params, spec.mean, spec.std)
     model.eval()
     cut = params.model.finetune_blocks
-    backbone_id = f"{params.model.name}:{file_sha256(imagenet_weights_path(params.model.name))[:16]}" + (
-        f":trunk-{cut}" if cut else ""
+    backbone_id = (
+        f"{params.model.name}:{file_sha256(imagenet_weights_path(params.model.name))[:16]}"
+        + (f":trunk-{cut}" if cut else "")
+        + (":flip-mean" if model.test_time_flip else "")
     )
 
     def embed(batch: torch.Tensor) -> torch.Tensor:
         x = normalise(batch, spec.mean, spec.std)
-        return model.trunk(x, cut) if cut else model.features(x)
+        return model.trunk(x, cut) if cut else model.embed(x)
 
     features = {
         s: backbone_features(embed, rows[s], source, size, cache_dir, backbone_id, workers, device) for s in SPLITS
@@ -273,6 +275,7 @@ def run(
         raise DataError(f"the manifest has no photos in split(s) {', '.join(empty)}")
     spec = get_spec(params.model.name)
     model = spec.build(spec.pretrained).to(device)
+    model.test_time_flip = params.model.test_time_flip
 
     tracking.configure(params.mlflow.experiment)
     manifest_sha = file_sha256(manifest)
@@ -341,6 +344,7 @@ def _card(
         "architecture": params.model.name,
         "description": spec.description,
         "image_size": params.model.image_size,
+        "test_time_flip": params.model.test_time_flip,
         "classes": list(CLASSES),
         "normalization": {"mean": list(spec.mean), "std": list(spec.std)},
         "preprocessing": "EXIF-rotate, convert to RGB, resize the whole photo to image_size x image_size (bilinear)",

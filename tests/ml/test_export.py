@@ -46,6 +46,19 @@ def test_a_package_for_other_weights_or_threads_is_refused(tiny: tuple[Path, Pat
         load_package(package, load_release(tmp_path / "renormalised"), threads=1)
     with pytest.raises(PackageError, match=r"pet\.threads='1', this service needs '2'"):
         load_package(package, load_release(tiny[0]), threads=2)
+    save_tiny_release(tmp_path / "flipped", test_time_flip=True)  # the same weights, used another way
+    with pytest.raises(PackageError, match=r"pet\.test_time_flip"):
+        load_package(package, load_release(tmp_path / "flipped"), threads=1)
+
+
+def test_a_test_time_flip_model_compiles_to_the_same_answers(tmp_path: Path) -> None:
+    save_tiny_release(tmp_path / "flipped", test_time_flip=True)
+    release = load_release(tmp_path / "flipped")
+    forward = load_package(export_package(release, tmp_path / "model.pt2"), release, threads=1)
+    x = torch.randint(0, 256, (1, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(4))
+    with torch.inference_mode():
+        assert torch.allclose(forward(x), predict_proba(release, x), atol=1e-5)
+        assert torch.allclose(forward(x.flip(-1)), forward(x), atol=1e-5)  # a mirror image is the same photo
 
 
 @pytest.mark.parametrize("content", [b"", b"not a zip at all", b"PK\x03\x04" + b"\0" * 200])

@@ -4,10 +4,12 @@ import json
 from pathlib import Path
 
 import mlflow
+import numpy as np
 import pytest
+import torch
 
 import ml.features
-from ml.artifact import load_release
+from ml.artifact import load_release, predict_proba
 from ml.train import main as train_main
 from tests.helpers import prepared, write_params
 
@@ -93,6 +95,34 @@ def test_frozen_backbone_trains_only_the_head(synthetic_tree: Path, tmp_path: Pa
     card = json.loads((tmp_path / "models" / "model.json").read_text())
     assert card["architecture"] == "efficientnet_lite0"
     assert len(list((tmp_path / "cache").glob("features-*.npy"))) == 3
+
+
+def test_test_time_flip_trains_on_mean_embeddings_and_serves_them(
+    synthetic_tree: Path, tmp_path: Path, mlflow_store: str
+) -> None:
+    """The head learns on the mean embedding of each photo and its mirror image, and the
+    released model computes the same: its test accuracy in the card is what evaluation finds."""
+    from ml.data import read_manifest, select
+    from ml.evaluate import evaluate
+    from ml.images import load_tensor, normalise
+
+    manifest = prepared(synthetic_tree, tmp_path / "prepared")
+    model = {"name": "efficientnet_lite0", "image_size": 32, "freeze_backbone": True, "test_time_flip": True}
+    assert run_train(tmp_path, synthetic_tree, manifest, model=model, train={"epochs": 2}) == 0
+    card = json.loads((tmp_path / "models" / "model.json").read_text())
+    assert card["test_time_flip"] is True
+    release = load_release(tmp_path / "models")
+    assert release.model.test_time_flip is True
+    x = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(predict_proba(release, x), predict_proba(release, x.flip(-1)), atol=1e-5)
+    rows = select(read_manifest(manifest), "test")
+    found, _ = evaluate(release, [(synthetic_tree / r.path, int(r.label == "dog")) for r in rows], workers=0)
+    assert found["accuracy"] == card["test_metrics"]["accuracy"] and found["n"] == card["test_metrics"]["n"]
+    photos = torch.stack([load_tensor(synthetic_tree / r.path, 32) for r in rows])
+    with torch.inference_mode():
+        served = release.model.embed(normalise(photos, release.mean, release.std)).numpy()
+    cached = [np.load(path) for path in (tmp_path / "cache").glob("features-*.npy")]
+    assert any(c.shape == served.shape and np.allclose(c, served, atol=1e-4) for c in cached)
 
 
 @pytest.mark.parametrize("probe_epochs", [0, 2])  # 2: LP-FT, the head is fitted alone first
