@@ -47,7 +47,10 @@ def init_app(app: Flask) -> None:
 
     @app.errorhandler(HTTPException)
     def _http(exc: HTTPException) -> tuple[Response, int]:
-        return error_response(exc.code or 500, error_name(exc.name or "error"), exc.description or "")
+        response, status = error_response(exc.code or 500, error_name(exc.name or "error"), exc.description or "")
+        # The exception's own headers but its HTML Content-Type: a 405's Allow (RFC 9110), say.
+        response.headers.extend((k, v) for k, v in exc.get_headers() if k.lower() != "content-type")
+        return response, status
 
     @app.errorhandler(ClientDisconnected)
     def _disconnected(exc: ClientDisconnected) -> tuple[Response, int]:

@@ -114,6 +114,7 @@ def test_missing_field_wrong_method_unknown_path(client: FlaskClient) -> None:
     assert client.post("/predict", json={"file": "x"}).status_code == 400
     wrong = client.get("/predict")
     assert wrong.status_code == 405 and wrong.get_json()["error"] == "method_not_allowed"
+    assert set(wrong.headers["Allow"].split(", ")) == {"POST", "OPTIONS"}  # RFC 9110: what would do
     missing = client.get("/no/such/page")
     assert missing.status_code == 404 and missing.is_json
 
