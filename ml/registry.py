@@ -20,6 +20,7 @@ Aliases are used throughout; the deprecated registry stages never are.
 from __future__ import annotations
 
 import argparse
+import io
 import os
 import sys
 import tempfile
@@ -28,9 +29,13 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
+import pandas as pd
 from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
+from mlflow.models import ModelSignature
+from mlflow.types import ColSpec, Schema, TensorSpec
+from PIL import Image
 
 from ml import tracking
 from ml.artifact import ModelLoadError, load_release
@@ -38,6 +43,15 @@ from ml.config import ConfigError, GateParams, Params, load_params
 from ml.data import MANIFEST, DataError, read_manifest, select
 from ml.fileio import file_sha256, write_json
 from ml.models import CLASSES
+
+ROOT = Path(__file__).resolve().parent.parent
+# What a registered version is for MLflow's own tools: ml/pyfunc_model.py with the release files.
+PYFUNC_PATH = "pyfunc"
+_OUTPUTS: list[ColSpec | TensorSpec] = [ColSpec("string", "prediction"), ColSpec("double", "confidence")]
+SIGNATURE = ModelSignature(
+    inputs=Schema([ColSpec("binary", "image")]),
+    outputs=Schema(_OUTPUTS + [ColSpec("double", c) for c in CLASSES] + [ColSpec("string", "error")]),
+)
 
 
 @dataclass(frozen=True)
@@ -92,7 +106,35 @@ def ensure_run(client: MlflowClient, card: dict[str, Any], model_dir: Path, expe
         return str(run.info.run_id)
 
 
-def register(client: MlflowClient, name: str, run_id: str, card: dict[str, Any], manifest_sha: str) -> ModelVersion:
+def serving_requirements() -> list[str]:
+    """requirements-serve.txt's pins: what the model needs wherever it is loaded."""
+    lines = (ROOT / "requirements-serve.txt").read_text().splitlines()
+    return [kept for line in lines if (kept := line.split("#")[0].strip())]
+
+
+def log_pyfunc(client: MlflowClient, run_id: str, model_dir: Path) -> str:
+    """Add the release as an MLflow pyfunc model (signature, input example, requirements) to
+    ``run_id``'s artifacts, so `mlflow models serve` and `mlflow.pyfunc.load_model` take it."""
+    photo = io.BytesIO()
+    Image.new("RGB", (64, 48), (120, 90, 60)).save(photo, "JPEG")
+    with tempfile.TemporaryDirectory() as tmp:
+        saved = Path(tmp) / "model"
+        mlflow.pyfunc.save_model(
+            path=str(saved),
+            python_model=str(ROOT / "ml" / "pyfunc_model.py"),
+            artifacts={"release": str(model_dir)},
+            code_paths=[str(ROOT / "ml")],
+            signature=SIGNATURE,
+            input_example=pd.DataFrame({"image": [photo.getvalue()]}),
+            pip_requirements=serving_requirements(),
+        )
+        client.log_artifacts(run_id, str(saved), PYFUNC_PATH)
+    return f"{client.get_run(run_id).info.artifact_uri}/{PYFUNC_PATH}"
+
+
+def register(
+    client: MlflowClient, name: str, run_id: str, card: dict[str, Any], manifest_sha: str, model_dir: Path
+) -> ModelVersion:
     """Register once per weights file: promoting the same model again reuses its version."""
     sha = card["weights"]["sha256"]
     try:
@@ -102,7 +144,7 @@ def register(client: MlflowClient, name: str, run_id: str, card: dict[str, Any],
     for mv in client.search_model_versions(f"name='{name}'"):
         if mv.tags.get("weights_sha256") == sha:
             return mv
-    source = f"{client.get_run(run_id).info.artifact_uri}/model"
+    source = log_pyfunc(client, run_id, model_dir)
     tags = {
         "weights_sha256": sha,
         "model_version": card["version"],
@@ -146,7 +188,7 @@ def promote(params: Params, model_dir: Path, manifest: Path, source: Path) -> Ga
     test_items = [(source / r.path, CLASSES.index(r.label)) for r in select(read_manifest(manifest), "test")]
     previous = champion_accuracy(client, params, manifest_sha, test_items)
     run_id = ensure_run(client, card, model_dir, params.mlflow.experiment)
-    mv = register(client, name, run_id, card, manifest_sha)
+    mv = register(client, name, run_id, card, manifest_sha, model_dir)
     candidate = float(card["test_metrics"]["accuracy"])
     already = previous is not None and previous[0] == str(mv.version)
     against = None if already else previous  # the candidate is already champion: nothing to regress against
@@ -227,7 +269,8 @@ def register_release(params: Params, model_dir: Path) -> str:
     tracking.configure(params.mlflow.experiment)
     client = MlflowClient()
     run_id = ensure_run(client, card, model_dir, params.mlflow.experiment)
-    mv = register(client, params.mlflow.registered_model, run_id, card, card.get("data", {}).get("manifest_sha256", ""))
+    manifest_sha = card.get("data", {}).get("manifest_sha256", "")
+    mv = register(client, params.mlflow.registered_model, run_id, card, manifest_sha, model_dir)
     return f"{params.mlflow.registered_model} v{mv.version} ({card['version']})"
 
 
