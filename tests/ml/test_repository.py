@@ -30,6 +30,19 @@ def test_committed_outputs_match_dvc_lock() -> None:
     assert checked == 3  # models/model.safetensors, models/model.json, metrics.json
 
 
+def test_dvc_lock_has_the_code_every_stage_ran() -> None:
+    """A code dependency edited without `dvc repro` or `dvc commit` (a reformat too) makes a
+    fresh clone's `make pipeline` retrain from scratch: CI has no photos to see it by."""
+    stages = lock()["stages"]  # type: ignore[index]
+    stale = [
+        f"{name}: {dep['path']}"
+        for name, stage in stages.items()
+        for dep in stage["deps"]
+        if dep["path"].endswith(".py") and hashlib.md5((ROOT / dep["path"]).read_bytes()).hexdigest() != dep["md5"]
+    ]
+    assert stale == [], f"changed since dvc.lock (dvc repro, or dvc commit when outputs stay): {stale}"
+
+
 def test_dvc_lock_params_are_the_current_params() -> None:
     stages = lock()["stages"]  # type: ignore[index]
     load_params(ROOT / "params.yaml")  # valid, and what DVC tracks is the file as written:
