@@ -34,7 +34,7 @@ NODE_TOOLS := deploy/jenkins/node_modules/.installed tests/node_modules/.install
 
 .PHONY: help setup system-deps node-tools lint format test test-unit test-image checkout data train evaluate register \
 	validate image push deploy smoke rollback status logs port-forward alerts k8s-config kind-down export-model serve mlflow-ui bench-train \
-	bench-serve replay classify monitor-up monitor-down mail pipeline clean
+	bench-serve replay report classify monitor-up monitor-down mail pipeline clean
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  \033[1m%-14s\033[0m %s\n", $$1, $$2}'
@@ -172,8 +172,12 @@ bench-train: data ## Data-loading and training throughput, and each stage's wall
 bench-serve: $(STAMP) system-deps $(MODEL_PACKAGE) ## Draft decoding, inference options, server vs in-process throughput, RSS (CAMERA=dir: your own JPEGs too)
 	$(PY) -m tools.bench_serve --package $(MODEL_PACKAGE) $(if $(CAMERA),--camera $(CAMERA))
 
-replay: $(STAMP) ## Send labelled test photos (+feedback) to the service: RATE=5 COUNT=200 SHARE=0.5 MISLABEL=1
+replay: $(STAMP) ## Send labelled test photos (+feedback) to the service, then make report: RATE=5 COUNT=200 SHARE=0.5 MISLABEL=1
 	$(PY) -m tools.replay --rate $${RATE:-5} --count $${COUNT:-200} --feedback-share $${SHARE:-0.5} $${MISLABEL:+--mislabel}
+	$(MAKE) --no-print-directory report
+
+report: $(STAMP) ## Post-deployment report from Prometheus, build/report/report.{md,html}: WINDOW=1h PROM=http://127.0.0.1:9090
+	$(PY) -m tools.report --window $${WINDOW:-1h} --prometheus $${PROM:-http://127.0.0.1:9090}
 
 classify: $(STAMP) ## A folder of photos through the service, answers in a CSV it resumes: DIR=folder OUT=answers.csv
 	$(PY) -m tools.classify_folder "$${DIR:?set DIR to a folder of photos}" --out "$${OUT:-answers.csv}" --url "$${URL:-http://127.0.0.1:8000}"

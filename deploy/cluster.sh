@@ -12,6 +12,7 @@
 #                 @champion moves to @candidate and the image is tagged :latest. Failed: the
 #                 candidate is rejected (@champion and :latest stay), the cluster's Deployment
 #                 is rolled back (kubectl rollout undo) and diagnostics kept in build/diagnostics.
+#                 Passed, it ends with the post-deployment report (tools/report.py, build/report/).
 #   rollback      make rollback: the previous champion back in the registry and the cluster.
 #   render IMAGE first|again   what deploy applies (the first deploy also sets the replica count)
 #   status | logs | port-forward | alerts | down
@@ -177,7 +178,11 @@ smoke() {
   if smoke_checks; then
     $PY -m ml.registry release
     deploy/image.sh release
-    return 0
+    # The post-deployment report (build/report/, archived by Jenkins), from the Prometheus every
+    # target publishes on :9090. The release stands either way; a report that cannot be written
+    # fails the stage, since a release nobody can watch is not done.
+    $PY -m tools.report --window "${REPORT_WINDOW:-1h}" --prometheus "${PROM:-http://127.0.0.1:9090}"
+    return
   fi
   $PY -m ml.registry reject
   return 1
