@@ -21,7 +21,7 @@ import pandas as pd
 from mlflow.models import set_model
 from mlflow.pyfunc.model import PythonModel, PythonModelContext
 
-OUTPUTS = ["prediction", "confidence", "cat", "dog", "error"]
+from ml.pyfunc_signature import OUTPUT_TYPES
 
 
 class PetClassifier(PythonModel):
@@ -47,7 +47,7 @@ class PetClassifier(PythonModel):
                 cat, dog = predict_proba(self.release, x)[0].tolist()
             best = "cat" if cat >= dog else "dog"
             rows.append({"prediction": best, "confidence": max(cat, dog), "cat": cat, "dog": dog, "error": ""})
-        return pd.DataFrame(rows, columns=OUTPUTS)
+        return pd.DataFrame(rows, columns=list(OUTPUT_TYPES))
 
 
 set_model(PetClassifier())

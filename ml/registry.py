@@ -33,8 +33,6 @@ import pandas as pd
 from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
-from mlflow.models import ModelSignature
-from mlflow.types import ColSpec, Schema, TensorSpec
 from PIL import Image
 
 from ml import tracking
@@ -43,15 +41,11 @@ from ml.config import ConfigError, GateParams, Params, load_params
 from ml.data import MANIFEST, DataError, read_manifest, select
 from ml.fileio import file_sha256, write_json
 from ml.models import CLASSES
+from ml.pyfunc_signature import SIGNATURE
 
 ROOT = Path(__file__).resolve().parent.parent
 # What a registered version is for MLflow's own tools: ml/pyfunc_model.py with the release files.
 PYFUNC_PATH = "pyfunc"
-_OUTPUTS: list[ColSpec | TensorSpec] = [ColSpec("string", "prediction"), ColSpec("double", "confidence")]
-SIGNATURE = ModelSignature(
-    inputs=Schema([ColSpec("binary", "image")]),
-    outputs=Schema(_OUTPUTS + [ColSpec("double", c) for c in CLASSES] + [ColSpec("string", "error")]),
-)
 
 
 @dataclass(frozen=True)
