@@ -16,11 +16,13 @@ ARG TORCH_INDEX_URL
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
-COPY requirements-serve.txt /tmp/requirements-serve.txt
-# torch and torchvision at the versions requirements-serve.txt pins, from TORCH_INDEX_URL.
+COPY requirements-serve.txt requirements.lock /tmp/
+# torch and torchvision at the versions requirements-serve.txt pins, from TORCH_INDEX_URL; then
+# the serving set, every package it pulls in (torch's own included) at requirements.lock's version.
 RUN grep -E '^torch(vision)?==' /tmp/requirements-serve.txt > /tmp/torch.txt \
-    && pip install ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"} -r /tmp/torch.txt \
-    && pip install -r /tmp/requirements-serve.txt \
+    && pip install --no-deps ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"} -r /tmp/torch.txt \
+    && pip install -r /tmp/requirements-serve.txt -c /tmp/requirements.lock \
+    && pip check \
     && find /opt/venv -name '__pycache__' -prune -exec rm -rf {} +
 # hadolint ignore=DL3008
 RUN apt-get update \

@@ -32,22 +32,30 @@ truthy = $(filter 1 true yes on,$(shell printf '%s' '$(1)' | tr '[:upper:]' '[:l
 # deploy/jenkins/) and the accessibility audit the browser tests run (axe-core, in tests/).
 NODE_TOOLS := deploy/jenkins/node_modules/.installed tests/node_modules/.installed
 
-.PHONY: help setup system-deps node-tools lint format test test-unit test-image checkout data train evaluate register \
+.PHONY: help setup lock system-deps node-tools lint format test test-unit test-image checkout data train evaluate register \
 	validate image push deploy smoke rollback status logs port-forward alerts k8s-config kind-down export-model serve mlflow-ui bench-train \
 	bench-serve replay report classify monitor-up monitor-down mail pipeline clean
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  \033[1m%-14s\033[0m %s\n", $$1, $$2}'
 
-$(STAMP): requirements.txt requirements-serve.txt requirements-dev.txt pyproject.toml
+$(STAMP): requirements.txt requirements-serve.txt requirements-dev.txt requirements.lock pyproject.toml
 	@[ -x $(PY) ] || $(PYTHON) -m venv $(VENV)
 	@# TORCH_INDEX_URL (Jenkins: PyTorch's CPU index): torch and torchvision at the pinned versions
-	@# from there first, as the Dockerfile does, instead of PyPI's multi-gigabyte CUDA build.
+	@# from there first, as the Dockerfile does, instead of PyPI's multi-gigabyte CUDA build;
+	@# their own dependencies then come from the lock like everything else.
 	$(if $(TORCH_INDEX_URL),grep -E '^torch(vision)?==' requirements-serve.txt \
-		| $(PY) -m pip install -q --index-url $(TORCH_INDEX_URL) -r /dev/stdin)
-	$(PY) -m pip install -q -r requirements.txt -r requirements-dev.txt
+		| $(PY) -m pip install -q --no-deps --index-url $(TORCH_INDEX_URL) -r /dev/stdin)
+	@# requirements.lock constrains every package the pins pull in: a rebuild installs the same set.
+	$(PY) -m pip install -q -r requirements.txt -r requirements-dev.txt -c requirements.lock
 	$(PY) -m pip install -q --no-deps -e .
 	@touch $@
+
+lock: ## Re-resolve requirements.lock after a pin changed (pip-tools; UPGRADE=1: newest versions the pins allow)
+	@[ -x $(PY) ] || $(PYTHON) -m venv $(VENV)
+	grep -E '^pip-tools==' requirements-dev.txt | $(PY) -m pip install -q -r /dev/stdin
+	CUSTOM_COMPILE_COMMAND="make lock" $(BIN)/pip-compile $(if $(call truthy,$(UPGRADE)),--upgrade) \
+		requirements.txt requirements-dev.txt
 
 setup: $(STAMP) ## Create .venv and install pinned dependencies (idempotent)
 

@@ -94,7 +94,7 @@ def test_build_context_keeps_data_runs_and_secrets_out() -> None:
                  "app/__pycache__/api.cpython-311.pyc", ".env"):  # fmt: skip
         assert dockerignored(path), path
     for path in ("app/api.py", "ml/artifact.py", "models/model.safetensors", "gunicorn.conf.py",
-                 "requirements-serve.txt"):  # fmt: skip
+                 "requirements-serve.txt", "requirements.lock"):  # fmt: skip
         assert not dockerignored(path), path
 
 
@@ -202,6 +202,17 @@ def test_the_service_runs_from_the_image_files_with_serving_packages_only(tmp_pa
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.strip().splitlines()[-1] in {"served cat with aotinductor", "served dog with aotinductor"}
+
+
+def test_the_image_installs_the_serving_set_at_the_locks_versions() -> None:
+    # torch alone from its index (no dependencies: those come from the lock, and the CPU wheel
+    # needs no CUDA packages), then the serving pins constrained by the lock, then pip check.
+    run = next(r for r in instructions("RUN") if "requirements-serve.txt" in r)
+    steps = [s.strip() for s in run.split("&&")]
+    assert steps[1].startswith("pip install --no-deps ") and "-r /tmp/torch.txt" in steps[1], steps
+    assert steps[2] == "pip install -r /tmp/requirements-serve.txt -c /tmp/requirements.lock", steps
+    assert steps[3] == "pip check", steps
+    assert "requirements-serve.txt requirements.lock /tmp/" in instructions("COPY")
 
 
 def test_serving_requirements_are_a_pinned_subset_of_the_full_set() -> None:
