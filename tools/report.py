@@ -512,7 +512,9 @@ def settle(prom: Prometheus, job: str, since: float, timeout: float) -> float:
     deadline = time.monotonic() + timeout
     while True:
         last = prom.query(f'min(timestamp(up{{job="{job}"}}))', time.time())
-        scraped = float(last[0]["value"][1]) if last else 0.0
+        if not last:  # no target of that job at all: nothing to wait for (collect says so)
+            return since
+        scraped = float(last[0]["value"][1])
         if scraped >= since or time.monotonic() > deadline:
             return min(time.time(), max(scraped, since))
         time.sleep(1)

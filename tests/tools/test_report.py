@@ -16,7 +16,7 @@ from PIL import Image
 from tests.conftest import jpeg_bytes
 from tests.stack import prometheus, query, wait_for
 from tools.local_server import free_port, gunicorn
-from tools.report import Prometheus, collect, confusion, duration, increase, main, quantile, scores, wilson
+from tools.report import Prometheus, collect, confusion, duration, increase, main, quantile, scores, settle, wilson
 
 # --- the arithmetic -------------------------------------------------------------------------
 
@@ -143,3 +143,18 @@ def test_a_report_from_a_real_prometheus_after_real_traffic(
     for name in ("accuracy.png", "confusion.png", "traffic.png"):
         with Image.open(out / name) as picture:
             assert picture.format == "PNG" and picture.width >= 400
+
+
+class NoTargets:
+    """A Prometheus with no series of the job: `up` answers nothing."""
+
+    url = "http://prometheus.invalid"
+
+    def query(self, expr: str, at: float) -> list[dict[str, object]]:
+        return []
+
+
+@pytest.mark.timeout(20)
+def test_with_no_target_of_the_job_it_does_not_wait_for_a_scrape() -> None:
+    # An hour's --settle would time the test out: nothing is scraped that could be waited for.
+    assert settle(NoTargets(), "pet-clasifier", since=1000.0, timeout=3600) == 1000.0
