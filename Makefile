@@ -34,7 +34,7 @@ NODE_TOOLS := deploy/jenkins/node_modules/.installed tests/node_modules/.install
 
 .PHONY: help setup lock system-deps node-tools lint format test test-unit test-image checkout data train evaluate register \
 	validate image push deploy smoke rollback status logs port-forward alerts k8s-config kind-down export-model serve mlflow-ui bench-train \
-	bench-serve replay report classify monitor-up monitor-down mail pipeline clean
+	bench-serve bench-engines replay report classify monitor-up monitor-down mail pipeline clean
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  \033[1m%-14s\033[0m %s\n", $$1, $$2}'
@@ -179,6 +179,9 @@ bench-train: data ## Data-loading and training throughput, and each stage's wall
 
 bench-serve: $(STAMP) system-deps $(MODEL_PACKAGE) ## Draft decoding, inference options, server vs in-process throughput, RSS (CAMERA=dir: your own JPEGs too)
 	$(PY) -m tools.bench_serve --package $(MODEL_PACKAGE) $(if $(CAMERA),--camera $(CAMERA))
+
+bench-engines: $(STAMP) $(MODEL_PACKAGE) ## ONNX Runtime and OpenVINO, fp32 and int8, against the service's engine: labels, val accuracy, latency (LIMIT=n)
+	$(PY) -m tools.bench_engines $(if $(LIMIT),--limit $(LIMIT))
 
 replay: $(STAMP) ## Send labelled test photos (+feedback) to the service, then make report: RATE=5 COUNT=200 SHARE=0.5 MISLABEL=1
 	$(PY) -m tools.replay --rate $${RATE:-5} --count $${COUNT:-200} --feedback-share $${SHARE:-0.5} $${MISLABEL:+--mislabel}

@@ -1,0 +1,227 @@
+"""`make bench-engines`: other inference engines for the release model, against the service's.
+
+The service runs the AOTInductor package of `make export-model`. Tried beside it, each on the
+same uint8 photo tensors the service decodes (ml.images) and with one thread:
+
+- ONNX Runtime and OpenVINO, from the same ONNX graph (normalisation and softmax inside it);
+- int8 post-training quantization (ONNX Runtime's static QDQ, per channel, calibrated on
+  training photos only), run by both.
+
+An engine may replace the service's only if it gives the same label on every photo of the test
+split and stays within 0.1 percentage point of its accuracy on the validation split. Latency
+is batch 1, one thread, in alternating rounds (the machine drifts): the median and range over
+rounds, and the service engine's own range as the drift.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import statistics
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from ml.artifact import ReleaseModel, load_release, predict_proba
+from ml.config import load_params
+from ml.data import MANIFEST, DataError, read_manifest, select
+from ml.export import load_package
+from ml.images import ImageError, load_tensor, normalise
+from tools import ROOT
+
+Run = Callable[[np.ndarray], np.ndarray]  # uint8 1×3×S×S → class probabilities 1×2
+
+
+@dataclass
+class Engine:
+    name: str
+    run: Run
+
+
+class Probabilities(nn.Module):
+    """The release model as the service calls it: uint8 pixels in, probabilities out."""
+
+    def __init__(self, release: ReleaseModel) -> None:
+        super().__init__()
+        self.model, self.mean, self.std = release.model, release.mean, release.std
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(self.model(normalise(x, self.mean, self.std)).float(), dim=1)
+
+
+def export_onnx(release: ReleaseModel, path: Path) -> Path:
+    """A static batch-1 graph (the service runs batch 1), opset 18, by the torch.export-based exporter."""
+    size = release.image_size
+    example = torch.zeros((1, 3, size, size), dtype=torch.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with torch.inference_mode():
+        torch.onnx.export(
+            Probabilities(release).eval(), (example,), str(path), dynamo=True, opset_version=18,
+            verbose=False, external_data=False, input_names=["image"], output_names=["probabilities"],
+        )  # fmt: skip
+    return path
+
+
+def quantize_int8(fp32: Path, out: Path, calibration: list[np.ndarray]) -> Path:
+    """ONNX Runtime's static post-training quantization: QDQ, int8 weights per channel, uint8
+    activations with MinMax ranges from ``calibration``. Only the convolutions and the head are
+    quantized: the normalisation before them and the softmax after stay float, so that a
+    confidence is not rounded to steps of 1/255."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    class Photos(CalibrationDataReader):  # type: ignore[misc]  # onnxruntime ships no type hints
+        def __init__(self) -> None:
+            self.items: Iterator[np.ndarray] = iter(calibration)
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            item = next(self.items, None)
+            return None if item is None else {"image": item}
+
+    prepared = out.with_suffix(".pre.onnx")
+    quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)
+    quantize_static(
+        str(prepared), str(out), Photos(), quant_format=QuantFormat.QDQ, per_channel=True,
+        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+        op_types_to_quantize=["Conv", "Gemm", "MatMul"],
+    )  # fmt: skip
+    prepared.unlink()
+    return out
+
+
+def onnxruntime_engine(path: Path) -> Run:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = options.inter_op_num_threads = 1
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return lambda x: session.run(None, {"image": x})[0]
+
+
+def openvino_engine(path: Path) -> Run:
+    import openvino as ov
+
+    core = ov.Core()
+    config = {"INFERENCE_NUM_THREADS": 1, "PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"}
+    compiled = core.compile_model(core.read_model(str(path)), "CPU", config)
+    request, output = compiled.create_infer_request(), compiled.output(0)
+    return lambda x: request.infer({0: x})[output]
+
+
+def service_engine(release: ReleaseModel, package: Path) -> Engine:
+    if package.is_file():
+        aoti = load_package(package, release, threads=1)
+        return Engine("AOTInductor (service)", lambda x: aoti(torch.from_numpy(x)).numpy())
+
+    def eager(x: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return predict_proba(release, torch.from_numpy(x)).numpy()
+
+    print(f"note: no {package} (make export-model): the service engine stands in as eager PyTorch")
+    return Engine("PyTorch eager (service)", eager)
+
+
+def photos(source: Path, split: str, limit: int | None, size: int) -> tuple[list[np.ndarray], np.ndarray]:
+    """A split's photos decoded as the service decodes them, and their labels (1: dog)."""
+    rows = select(read_manifest(MANIFEST), split)
+    if limit:
+        rows = random.Random(0).sample(rows, min(limit, len(rows)))
+    tensors, labels = [], []
+    for row in tqdm(rows, desc=f"decoding {split}", unit="photo", dynamic_ncols=True):
+        try:
+            tensors.append(load_tensor(source / row.path, size).unsqueeze(0).numpy())
+        except ImageError:
+            continue  # prepare drops what does not decode; a photo changed since is not the engine's fault
+        labels.append(int(row.label == "dog"))
+    return tensors, np.asarray(labels)
+
+
+def labels_of(engine: Engine, tensors: list[np.ndarray], what: str) -> np.ndarray:
+    bar = tqdm(tensors, desc=f"{engine.name}, {what}", unit="photo", dynamic_ncols=True, leave=False)
+    return np.asarray([int(engine.run(x)[0].argmax()) for x in bar])
+
+
+def latency_rounds(engines: list[Engine], x: np.ndarray, rounds: int, calls: int) -> dict[str, list[float]]:
+    """Each round, each engine's median ms over ``calls`` calls; the order turns every round."""
+    ms: dict[str, list[float]] = {e.name: [] for e in engines}
+    for r in range(rounds):
+        for engine in engines[r % len(engines) :] + engines[: r % len(engines)]:
+            for _ in range(3):
+                engine.run(x)
+            times = []
+            for _ in range(calls):
+                start = time.perf_counter()
+                engine.run(x)
+                times.append(time.perf_counter() - start)
+            ms[engine.name].append(statistics.median(times) * 1000)
+    return ms
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", type=Path, default=ROOT / "models")
+    ap.add_argument("--package", type=Path, default=ROOT / "build" / "model.pt2", help="make export-model")
+    ap.add_argument("--source", type=Path, help="photo folder (default: params data.source)")
+    ap.add_argument("--out", type=Path, default=ROOT / "build" / "engines")
+    ap.add_argument("--limit", type=int, help="photos per split (default: all; the verdict needs all)")
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--calibration", type=int, default=256, help="training photos for int8 ranges")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(1)
+    release = load_release(args.model)
+    try:
+        source = args.source or Path(load_params().data.source)
+        test, _ = photos(source, "test", args.limit, release.image_size)
+        val, val_y = photos(source, "val", args.limit, release.image_size)
+        calibration, _ = photos(source, "train", args.calibration, release.image_size)
+    except DataError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    fp32 = export_onnx(release, args.out / "model.onnx")
+    int8 = quantize_int8(fp32, args.out / "model.int8.onnx", calibration)
+    engines = [
+        service_engine(release, args.package),
+        Engine("ONNX Runtime fp32", onnxruntime_engine(fp32)),
+        Engine("OpenVINO fp32", openvino_engine(fp32)),
+        Engine("ONNX Runtime int8", onnxruntime_engine(int8)),
+        Engine("OpenVINO int8", openvino_engine(int8)),
+    ]
+    test_labels = {e.name: labels_of(e, test, "test") for e in engines}
+    val_accuracy = {e.name: float((labels_of(e, val, "val") == val_y).mean()) for e in engines}
+    ms = latency_rounds(engines, test[0], args.rounds, calls=40)
+    reference = engines[0].name
+    print(f"\n{len(test)} test and {len(val)} val photos; batch 1, one thread; {args.rounds} rounds of 40 calls")
+    header = ("engine", "ms median (range)", "photos/s", "test labels differ", "val acc", "Δ pp")
+    print("{:<24} {:>20} {:>9} {:>19} {:>8} {:>6}".format(*header))
+    for engine in engines:
+        differ = int((test_labels[engine.name] != test_labels[reference]).sum())
+        delta = (val_accuracy[engine.name] - val_accuracy[reference]) * 100
+        median = statistics.median(ms[engine.name])
+        spread = f"{median:6.1f} ({min(ms[engine.name]):.1f}–{max(ms[engine.name]):.1f})"
+        verdict = (
+            ""
+            if engine.name == reference
+            else "  adoptable"
+            if differ == 0 and abs(delta) <= 0.1
+            else "  not adoptable"
+        )
+        print(
+            f"{engine.name:<24} {spread:>20} {1000 / median:9.1f} {differ:>19} {val_accuracy[engine.name]:8.2%} "
+            f"{delta:+6.2f}{verdict}"
+        )
+    drift = ms[engines[0].name]
+    print(f"drift: the service engine's round medians ranged {min(drift):.1f}–{max(drift):.1f} ms "
+          f"({(max(drift) / min(drift) - 1) * 100:.0f}%)")  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
