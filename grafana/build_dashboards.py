@@ -23,7 +23,7 @@ SCHEMA_VERSION = 39
 Panel = tuple[str, list[tuple[str, str]], str, str]
 
 API: list[Panel] = [
-    ("API request rate (/predict, /feedback)", [("job:api_requests:rate5m", "{{job}}")], "reqps", "timeseries"),
+    ("API request rate (uploads, feedback)", [("job:api_requests:rate5m", "{{job}}")], "reqps", "timeseries"),
     ("API error ratio (5xx, no probes)", [("job:api_error_ratio:rate5m", "{{job}}")], "percentunit", "timeseries"),
     (
         "Latency p50 by endpoint",
