@@ -383,7 +383,7 @@ def markdown(f: Figures, pictures: dict[str, str]) -> str:
         "",
         "## Summary",
         "",
-        "| | |",
+        "| measure | in the window |",
         "|---|---|",
         f"| Photos classified | {served:.0f} ({', '.join(f'{c} {f.predictions.get(c, 0):.0f}' for c in CLASSES)}) |",
         f"| Uploads refused | {sum(f.rejected.values()):.0f} |",
