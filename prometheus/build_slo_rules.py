@@ -6,8 +6,8 @@ read.
     python prometheus/build_slo_rules.py --check  # exit 1 if the committed block is out of date
 
 Each window gets one rule, `job:slo_predict_errors:ratio_rate<window>`: the share of upload
-requests (/predict and /predict/batch) answered with a 5xx. With no 5xx at all the numerator is 0, not absent, so that the
-ratio reads 0 rather than no data.
+requests (/predict and /predict/batch) answered with a 5xx. With no 5xx at all the numerator
+is 0, not absent, so that the ratio reads 0 rather than no data.
 """
 
 from __future__ import annotations
@@ -36,7 +36,8 @@ def ratio(window: str) -> str:
 
 
 def block() -> str:
-    lines = [BEGIN, "      # Error ratio of uploads (/predict, /predict/batch) over each window the burn-rate alerts use.\n"]
+    comment = "      # Error ratio of uploads (/predict, /predict/batch) over each window the burn-rate alerts use.\n"
+    lines = [BEGIN, comment]
     for window in WINDOWS:
         lines.append(f"      - record: job:slo_predict_errors:ratio_rate{window}\n")
         lines.append(f"        expr: {ratio(window)}\n")
