@@ -59,7 +59,7 @@ def expected_calibration_error(y_true: np.ndarray, prob_dog: np.ndarray, bins: i
     return float(ece)
 
 
-def _save(fig: Any, path: Path) -> Path:
+def save_png(fig: Any, path: Path) -> Path:
     """Every picture is written beside its target and renamed: never a half-written PNG."""
     with atomic_writer(path, "wb") as fh:
         fig.savefig(fh, format="png")
@@ -79,7 +79,7 @@ def confusion_png(cm: list[list[int]], path: Path, title: str = "Confusion matri
         ax.text(j, i, str(v), ha="center", va="center", color="white" if v > arr.max() / 2 else "black")
     ax.set_title(title)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def curves_png(history: list[dict[str, float]], path: Path) -> Path:
@@ -96,7 +96,7 @@ def curves_png(history: list[dict[str, float]], path: Path) -> Path:
         ax.grid(alpha=0.3)
         ax.legend()
     fig.tight_layout()
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def misclassified_png(errors: list[tuple[Path, str, float]], path: Path, title: str, limit: int = 48) -> Path:
@@ -122,4 +122,4 @@ def misclassified_png(errors: list[tuple[Path, str, float]], path: Path, title: 
         f"{title}: {len(errors)} errors" + (f", the {limit} most confident shown" if len(errors) > limit else "")
     )
     fig.tight_layout()
-    return _save(fig, path)
+    return save_png(fig, path)

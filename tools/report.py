@@ -31,6 +31,7 @@ from typing import Any
 import requests
 
 from ml.fileio import atomic_writer
+from ml.metrics import confusion_png, save_png
 from tools import ROOT
 
 CLASSES = ("cat", "dog")
@@ -141,7 +142,7 @@ class Figures:
 
 
 def collect(prom: Prometheus, job: str, start: float, end: float, card_path: Path) -> Figures:
-    sel = f'job="{job}"'
+    sel, endpoints = f'job="{job}"', f'endpoint=~"{"|".join(ENDPOINTS)}"'
     if not prom.query(f"count_over_time(up{{{sel}}}[{int(end - start)}s])", end):
         raise ReportError(f"Prometheus at {prom.url} scraped no target of job {job!r} in the window: a wrong --job?")
     versions = sorted(
@@ -153,12 +154,12 @@ def collect(prom: Prometheus, job: str, start: float, end: float, card_path: Pat
     )
     accuracy = prom.query(f"max(last_over_time(model_test_accuracy{{{sel}}}[{int(end - start)}s]))", end)
     card, note = read_card(card_path, versions)
+    buckets = counted(
+        prom, f"flask_http_request_duration_seconds_bucket{{{sel},{endpoints}}}", ("endpoint", "le"), start, end
+    )
     latency = {}
     for endpoint in ENDPOINTS:
-        buckets = counted(
-            prom, f'flask_http_request_duration_seconds_bucket{{{sel},endpoint="{endpoint}"}}', ("le",), start, end
-        )
-        cumulative = {float(le): n for (le,), n in buckets.items()}
+        cumulative = {float(le): n for (e, le), n in buckets.items() if e == endpoint}
         latency[endpoint] = {f"p{round(q * 100)}": quantile(q, cumulative) for q in (0.5, 0.95, 0.99)}
     return Figures(
         job=job,
@@ -180,7 +181,7 @@ def collect(prom: Prometheus, job: str, start: float, end: float, card_path: Pat
             (k[0], k[1]): v
             for k, v in counted(
                 prom,
-                f'flask_http_request_duration_seconds_count{{{sel},endpoint=~"{"|".join(ENDPOINTS)}"}}',
+                f"flask_http_request_duration_seconds_count{{{sel},{endpoints}}}",
                 ("endpoint", "status"),
                 start,
                 end,
@@ -325,15 +326,6 @@ def traffic_png(series: dict[str, Any], start: float, end: float, path: Path) ->
     return save_png(fig, path)
 
 
-def save_png(fig: Any, path: Path) -> Path:
-    import matplotlib.pyplot as plt
-
-    with atomic_writer(path, "wb") as fh:
-        fig.savefig(fh, format="png")
-    plt.close(fig)
-    return path
-
-
 def pct(x: float | None) -> str:
     return "–" if x is None else f"{100 * x:.1f}%"
 
@@ -367,9 +359,7 @@ def verdict(live: dict[str, Any], test: float | None) -> str:
     return f"Consistent with the test split: its accuracy {pct(test)} lies inside the live interval."
 
 
-def markdown(f: Figures, pictures: dict[str, str]) -> str:
-    cm = confusion(f.feedback)
-    live = scores(cm)
+def markdown(f: Figures, live: dict[str, Any], pictures: dict[str, str]) -> str:
     test = test_figures(f)
     start, end = (datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d %H:%M:%S") for t in (f.start, f.end))
     served = sum(f.predictions.values())
@@ -488,8 +478,6 @@ def html(md: str, out: Path, pictures: dict[str, str]) -> str:
 
 def write(f: Figures, out: Path) -> Path:
     """The pictures, then report.md and report.html; each file whole or not at all."""
-    from ml.metrics import confusion_png
-
     cm = confusion(f.feedback)
     live = scores(cm)
     groups = {"all": (live["accuracy"], live["interval"])}
@@ -498,7 +486,7 @@ def write(f: Figures, out: Path) -> Path:
     accuracy_png(groups, test_figures(f), out / pictures["accuracy"])
     confusion_png(cm, out / pictures["confusion"], title="From staff feedback")
     traffic_png(f.series, f.start, f.end, out / pictures["traffic"])
-    md = markdown(f, pictures)
+    md = markdown(f, live, pictures)
     with atomic_writer(out / "report.md") as fh:
         fh.write(md)
     with atomic_writer(out / "report.html") as fh:
