@@ -30,7 +30,7 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /srv
 # Only the model code the service imports (tests/deploy/test_dockerfile.py keeps this list honest).
-COPY ml/__init__.py ml/artifact.py ml/config.py ml/export.py ml/fileio.py ml/images.py ml/models.py ml/
+COPY ml/__init__.py ml/artifact.py ml/config.py ml/export.py ml/fileio.py ml/images.py ml/models.py ml/not_a_pet.py ml/
 COPY models/ models/
 # AVX2 code (x86-64-v3), for TORCH_THREADS=1; the service checks it against models/ at start.
 RUN python -m ml.export --model models --out build/model.pt2 --threads 1

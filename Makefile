@@ -20,10 +20,12 @@ MODEL_PACKAGE := build/model.pt2
 # Prometheus and Alertmanager (promtool, amtool), nginx and its exporter, and a container engine:
 # podman with runc (crun refuses this kind of host's cgroups), netavark for published ports,
 # catatonit for pods, and debootstrap for base-image stand-ins where no registry answers.
+# lomiri-wallpapers: photos that are not pets, for the not-a-pet detector's test.
 APT_PACKAGES := chromium chromium-driver wrk prometheus prometheus-alertmanager nginx prometheus-nginx-exporter \
-	podman runc netavark aardvark-dns iptables catatonit debootstrap
+	podman runc netavark aardvark-dns iptables catatonit debootstrap lomiri-wallpapers
 APT_BINARIES := chromium chromedriver wrk prometheus promtool amtool nginx prometheus-nginx-exporter \
 	podman runc iptables catatonit debootstrap
+APT_FILES := /usr/share/backgrounds/warty-final-ubuntu.png
 
 # Build parameters (Jenkins passes its build buttons as these; 1/true and 0/false both work).
 SKIP_TRAINING ?= 0
@@ -60,7 +62,8 @@ lock: ## Re-resolve requirements.lock after a pin changed (pip-tools; UPGRADE=1:
 setup: $(STAMP) ## Create .venv and install pinned dependencies (idempotent)
 
 system-deps: ## Install the Debian packages tests drive (chromium, wrk, prometheus, alertmanager, nginx, podman...) if missing
-	@missing=$$(for b in $(APT_BINARIES); do command -v $$b >/dev/null || echo $$b; done); \
+	@missing=$$(for b in $(APT_BINARIES); do command -v $$b >/dev/null || echo $$b; done; \
+		for f in $(APT_FILES); do [ -e $$f ] || echo $$f; done); \
 	if [ -z "$$missing" ]; then exit 0; fi; \
 	if [ "$$(id -u)" != 0 ] && [ "$${CI:-}" != true ]; then \
 		echo "note: $$missing missing and not root: the tests that need them will skip"; exit 0; fi; \

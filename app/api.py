@@ -79,6 +79,8 @@ def _answer(classifier: Classifier, data: bytes, request_id: str) -> dict[str, A
     version = classifier.version or ""
     metrics.predictions.labels(result.label).inc()
     metrics.confidence.labels(result.label).observe(result.confidence)
+    if result.not_a_pet:
+        metrics.not_a_pet.labels(result.label).inc()
     metrics.decode_seconds.observe(result.decode_seconds)
     metrics.inference_seconds.observe(result.inference_seconds)
     metrics.input_pixels.observe(result.pixels)
@@ -88,6 +90,7 @@ def _answer(classifier: Classifier, data: bytes, request_id: str) -> dict[str, A
         "predicted_class": result.label,
         "confidence": round(result.confidence, 6),
         "probabilities": {k: round(v, 6) for k, v in result.probabilities.items()},
+        "not_a_pet": result.not_a_pet,
         "model_version": version,
         "request_id": request_id,
         "inference_time_ms": round((result.decode_seconds + result.inference_seconds) * 1000, 3),
@@ -100,6 +103,7 @@ def _answer(classifier: Classifier, data: bytes, request_id: str) -> dict[str, A
             "request_id": request_id,
             "class": result.label,
             "confidence": body["confidence"],
+            "not_a_pet": result.not_a_pet,
             "model_version": version,
             "latency_ms": body["inference_time_ms"],
         },

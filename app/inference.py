@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from ml.artifact import ModelLoadError, ReleaseModel, load_release, predict_proba
+from ml.artifact import ModelLoadError, ReleaseModel, load_release, predict_outputs
 from ml.export import Forward, PackageError, load_package
 from ml.images import open_rgb, to_tensor
 
@@ -37,6 +37,7 @@ class Prediction:
     label: str
     confidence: float
     probabilities: dict[str, float]
+    not_a_pet: bool | None  # None: the model has no not-a-pet detector (a release made before it)
     decode_seconds: float
     inference_seconds: float
     pixels: int
@@ -55,7 +56,7 @@ class Classifier:
         self.keeps_freed_memory = keep_freed_memory()
         try:
             self.release = load_release(model_dir)
-            self._forward: Forward = partial(predict_proba, self.release)
+            self._forward: Forward = partial(predict_outputs, self.release)
             self.engine = "eager"
             if package:
                 self._use_package(Path(package), threads)
@@ -100,14 +101,17 @@ class Classifier:
         batch = to_tensor(image, size).unsqueeze(0)
         decoded = time.perf_counter()
         with torch.inference_mode():
-            probs = self._forward(batch)[0].tolist()
+            outputs = self._forward(batch)[0].tolist()
         done = time.perf_counter()
         classes = self.release.classes
+        probs, distance = outputs[: len(classes)], outputs[len(classes)]  # PetNet.serve's columns
         best = max(range(len(classes)), key=lambda i: probs[i])
+        threshold = self.release.not_a_pet_threshold
         return Prediction(
             label=classes[best],
             confidence=probs[best],
             probabilities=dict(zip(classes, probs, strict=True)),
+            not_a_pet=None if threshold is None else distance > threshold,
             decode_seconds=decoded - start,
             inference_seconds=done - decoded,
             pixels=pixels,

@@ -94,6 +94,12 @@ class ServiceMetrics:
             buckets=(1e4, 5e4, 1e5, 3e5, 1e6, 3e6, 1.2e7, 2.5e7, 5e7),
             registry=r,
         )
+        self.not_a_pet = Counter(
+            "not_a_pet_total",
+            "Predictions flagged as showing neither a cat nor a dog, by the class still predicted",
+            ["class"],
+            registry=r,
+        )
         self.rejected = Counter("rejected_inputs_total", "Uploads refused, by reason", ["reason"], registry=r)
         self.feedback = Counter(
             "feedback_total", "Staff feedback on predictions, by true class and result", ["class", "result"], registry=r

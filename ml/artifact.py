@@ -20,7 +20,8 @@ from torch import nn
 
 from ml.config import validation_problems
 from ml.fileio import file_sha256, write_json
-from ml.models import CLASSES, build_model
+from ml.models import CLASSES, PetNet, build_model
+from ml.not_a_pet import NotAPetDetector
 
 WEIGHTS_FILE = "model.safetensors"
 CARD_FILE = "model.json"
@@ -44,6 +45,11 @@ class _TestMetrics(BaseModel):
     accuracy: float = Field(ge=0, le=1)
 
 
+class _NotAPet(BaseModel):
+    centroids: PositiveInt
+    threshold: float
+
+
 class _Card(BaseModel):
     """What using the weights needs of model.json, each field of the type it must have: a card
     edited by hand is refused with the reason, never met later as a crash. Other fields
@@ -57,11 +63,12 @@ class _Card(BaseModel):
     normalization: _Normalization
     weights: _Weights
     test_metrics: _TestMetrics
+    not_a_pet: _NotAPet | None = None  # absent in cards written before the detector existed
 
 
 @dataclass(frozen=True)
 class ReleaseModel:
-    model: nn.Module
+    model: PetNet
     card: dict[str, Any]
 
     @property
@@ -83,6 +90,12 @@ class ReleaseModel:
     @property
     def version(self) -> str:
         return str(self.card["version"])
+
+    @property
+    def not_a_pet_threshold(self) -> float | None:
+        """Distance over which a photo shows neither class; None: this model cannot tell."""
+        section = self.card.get("not_a_pet")
+        return float(section["threshold"]) if section else None
 
 
 def save_release(model: nn.Module, card: dict[str, Any], out_dir: Path) -> dict[str, Any]:
@@ -130,6 +143,8 @@ def load_release(model_dir: str | Path) -> ReleaseModel:
         raise ModelLoadError(f"model classes {card['classes']} differ from {list(CLASSES)}")
     try:
         model = build_model(card["architecture"], pretrained=False)
+        if card.get("not_a_pet"):
+            model.detector = NotAPetDetector(model.classifier.in_features, card["not_a_pet"]["centroids"])
         model.load_state_dict(load_file(str(weights)), strict=True)
         model.test_time_flip = card.get("test_time_flip", False)
     except (ValueError, RuntimeError, OSError) as exc:
@@ -144,3 +159,11 @@ def predict_proba(release: ReleaseModel, batch: torch.Tensor) -> torch.Tensor:
 
     x = normalise(batch, release.mean, release.std)
     return torch.softmax(release.model(x).float(), dim=1)
+
+
+@torch.inference_mode()
+def predict_outputs(release: ReleaseModel, batch: torch.Tensor) -> torch.Tensor:
+    """uint8 N×3×S×S → N×3: class probabilities, then the not-a-pet distance (PetNet.serve)."""
+    from ml.images import normalise
+
+    return release.model.serve(normalise(batch, release.mean, release.std))

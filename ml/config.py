@@ -89,6 +89,13 @@ class TrainParams(_Strict):
     augment: AugmentParams = AugmentParams()
 
 
+class NotAPetParams(_Strict):
+    # k-means centroids of the training embeddings that a photo's distance is measured to.
+    centroids: int = Field(64, ge=1, le=4096)
+    # Share of the validation split's pets the threshold flags (the test split measures it).
+    val_flag_rate: float = Field(0.002, gt=0, lt=0.5)
+
+
 class GateParams(_Strict):
     min_accuracy: float = Field(0.985, ge=0, le=1)
     max_regression: float = Field(0.005, ge=0, le=1)
@@ -108,6 +115,7 @@ class Params(_Strict):
     data: DataParams = DataParams()
     model: ModelParams = ModelParams()
     train: TrainParams = TrainParams()
+    not_a_pet: NotAPetParams = NotAPetParams()
     gate: GateParams = GateParams()
     mlflow: MlflowParams = MlflowParams()
 

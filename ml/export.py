@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ml.artifact import ModelLoadError, ReleaseModel, load_release, predict_proba
+from ml.artifact import ModelLoadError, ReleaseModel, load_release, predict_outputs
 from ml.images import normalise
 
 Forward = Callable[[torch.Tensor], torch.Tensor]
@@ -42,7 +42,8 @@ class PackageError(RuntimeError):
 
 
 class ServingGraph(nn.Module):
-    """What ``predict_proba`` computes, as one module to export: uint8 N×3×S×S → probabilities."""
+    """What ``predict_outputs`` computes, as one module to export: uint8 N×3×S×S → N×3
+    (class probabilities, then the not-a-pet distance)."""
 
     def __init__(self, release: ReleaseModel) -> None:
         super().__init__()
@@ -50,7 +51,7 @@ class ServingGraph(nn.Module):
         self.mean, self.std = release.mean, release.std  # traced in as constants
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        return torch.softmax(self.model(normalise(pixels, self.mean, self.std)).float(), dim=1)
+        return self.model.serve(normalise(pixels, self.mean, self.std))
 
 
 def cpu_capability() -> str:
@@ -133,12 +134,15 @@ def _quiet_torch_loader() -> Iterator[None]:
 
 
 def _probe(runner: Forward, release: ReleaseModel, path: Path) -> None:
-    """Same input, same probabilities as eager PyTorch, or the package is not used."""
+    """Same input, same outputs as eager PyTorch, or the package is not used."""
     size = release.image_size
     x = torch.randint(0, 256, (1, 3, size, size), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
     with torch.inference_mode():
         got = runner(x)
-    diff = (got - predict_proba(release, x)).abs().max().item()
+    want = predict_outputs(release, x)
+    if got.shape != want.shape:  # a package from before the not-a-pet distance, say
+        raise PackageError(f"{path} gives outputs of shape {tuple(got.shape)}, the model {tuple(want.shape)}")
+    diff = (got - want).abs().max().item()
     if not diff <= PROBE_TOLERANCE:
         raise PackageError(f"{path} disagrees with the eager model by {diff:.2e} (> {PROBE_TOLERANCE})")
 

@@ -20,6 +20,8 @@ import timm
 import torch
 from torch import nn
 
+from ml.not_a_pet import NotAPetDetector
+
 CLASSES = ("cat", "dog")
 
 
@@ -33,6 +35,11 @@ class PetNet(nn.Module):
     classifier: nn.Linear
     test_time_flip: bool = False
 
+    def __init__(self) -> None:
+        super().__init__()
+        # Fitted after training (ml/not_a_pet.py); releases made before it existed have none.
+        self.detector: NotAPetDetector | None = None
+
     def features(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
@@ -44,6 +51,14 @@ class PetNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.embed(x))
+
+    def serve(self, x: torch.Tensor) -> torch.Tensor:
+        """What the service reads, from one pass: N×(classes + 1), the class probabilities and
+        then the not-a-pet distance (0 when the model has no detector)."""
+        embedding = self.embed(x)
+        probabilities = torch.softmax(self.classifier(embedding).float(), dim=1)
+        distance = self.detector(embedding) if self.detector is not None else torch.zeros(len(x))
+        return torch.cat([probabilities, distance[:, None]], dim=1)
 
     def trunk(self, x: torch.Tensor, finetune_blocks: int) -> torch.Tensor:
         raise NotImplementedError(f"{type(self).__name__} has no frozen trunk to cache")

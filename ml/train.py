@@ -25,7 +25,7 @@ from torch import nn
 from torchvision.transforms import v2
 from tqdm import tqdm
 
-from ml import tracking
+from ml import not_a_pet, tracking
 from ml.artifact import save_release
 from ml.config import ConfigError, Params, TrainParams, load_params
 from ml.data import MANIFEST, SPLITS, DataError, ManifestRow, read_manifest, select
@@ -300,6 +300,7 @@ def run(
         result = fit(trainable, data, prepare, params.train, device, log_epoch)
         provenance = {"manifest_sha256": manifest_sha, "mlflow_run_id": active.info.run_id, "git_commit": commit}
         trainable.load_state_dict(result.best_state)
+        fitted = _fit_not_a_pet(model, trainable, data, prepare, params, device)
         test_labels, test_inputs = data["test"][1], data["test"][0]
         test = classification_metrics(
             test_labels.numpy(), predict(trainable, test_inputs, prepare, device)[:, 1].numpy()
@@ -307,11 +308,43 @@ def run(
         seconds = time.perf_counter() - started
         card = save_release(
             model.cpu(),
-            _card(params, spec, test, result, seconds, cache_seconds, len(rows), provenance, device),
+            _card(params, spec, test, result, seconds, cache_seconds, len(rows), provenance, device)
+            | {"not_a_pet": fitted.card(params.not_a_pet.val_flag_rate)},
             out_dir,
         )
         _log_results(test, result, card, out_dir, reports)
     return card
+
+
+@torch.inference_mode()
+def embeddings(trainable: nn.Module, x: torch.Tensor, prepare: Prepare, device: torch.device) -> torch.Tensor:
+    """The pooled embeddings the classifier reads, for a whole split."""
+    if isinstance(trainable, nn.Linear):  # x already holds them (the frozen backbone's cache)
+        return x
+    embed: Any = trainable  # a PetNet or a Top: both have embed()
+    trainable.eval()
+    return torch.cat(
+        [embed.embed(prepare(x[i : i + 256], False).to(device)).float().cpu() for i in range(0, len(x), 256)]
+    )
+
+
+def _fit_not_a_pet(
+    model: PetNet, trainable: nn.Module, data: Data, prepare: Prepare, params: Params, device: torch.device
+) -> not_a_pet.Fitted:
+    """Fit the not-a-pet detector on the trained model's embeddings, attach it, log its choice."""
+    p = params.not_a_pet
+    train, val, test = (embeddings(trainable, data[s][0], prepare, device) for s in SPLITS)
+    fitted = not_a_pet.fit(train, val, p.centroids, p.val_flag_rate, params.train.seed)
+    fitted = fitted.measured(test)  # the test split's pets, read once like the test metrics
+    model.detector = fitted.detector.to(device)
+    mlflow.log_metrics(
+        {
+            "not_a_pet_threshold": fitted.threshold,
+            "not_a_pet_val_flagged": fitted.val_flagged,
+            "not_a_pet_test_flagged": float(fitted.test_flagged or 0),
+        }
+    )
+    return fitted
 
 
 def _log_results(test: dict[str, Any], result: FitResult, card: dict[str, Any], out_dir: Path, reports: Path) -> None:

@@ -26,14 +26,25 @@ TINY_PARAMS: dict[str, Any] = {
 }
 
 
-def save_tiny_release(out: Path, image_size: int = 32, seed: int = 0, **card: Any) -> dict[str, Any]:
-    """A real (untrained) tiny_cnn release in ``out``; ``card`` adds to or overrides its card."""
+def save_tiny_release(
+    out: Path, image_size: int = 32, seed: int = 0, not_a_pet_threshold: float | None = None, **card: Any
+) -> dict[str, Any]:
+    """A real (untrained) tiny_cnn release in ``out``; ``card`` adds to or overrides its card.
+    With ``not_a_pet_threshold`` it carries a not-a-pet detector of 4 random centroids: -1 flags
+    every photo (a distance is at least 0), 3 none (at most 2)."""
     import torch
+    from torch.nn import functional as F
 
     from ml.artifact import save_release
     from ml.models import build_model
+    from ml.not_a_pet import METHOD, NotAPetDetector
 
     torch.manual_seed(seed)
+    model = build_model("tiny_cnn")
+    if not_a_pet_threshold is not None:
+        model.detector = NotAPetDetector(model.classifier.in_features, 4)
+        model.detector.centroids.copy_(F.normalize(torch.randn(4, model.classifier.in_features), dim=1))
+        card["not_a_pet"] = {"method": METHOD, "centroids": 4, "threshold": not_a_pet_threshold}
     base = {
         "architecture": "tiny_cnn",
         "image_size": image_size,
@@ -41,7 +52,7 @@ def save_tiny_release(out: Path, image_size: int = 32, seed: int = 0, **card: An
         "normalization": {"mean": [0.5] * 3, "std": [0.5] * 3},
         "test_metrics": {"accuracy": 0.5},
     }
-    return save_release(build_model("tiny_cnn"), base | card, out)
+    return save_release(model, base | card, out)
 
 
 def write_params(path: Path, overrides: dict[str, Any] | None = None, source: Path | None = None) -> Path:

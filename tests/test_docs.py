@@ -58,6 +58,8 @@ def test_the_headline_figures_are_the_model_cards() -> None:
     assert f"| calibration error (ECE) | {metrics['ece'] * 100:.2f}% |" in README
     training = card["training"]
     assert f"{training['seconds']:.0f} s on {training['threads']} CPU threads, {training['photos']:,} photos" in README
+    flagged = round(card["not_a_pet"]["test_flagged"] * metrics["n"])
+    assert f"| pets flagged as not a pet | {flagged} of {metrics['n']:,} test photos |" in README
 
 
 def test_the_stage_table_is_the_stage_list() -> None:

@@ -26,34 +26,22 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
 from tqdm import tqdm
 
-from ml.artifact import ReleaseModel, load_release, predict_proba
+from ml.artifact import ReleaseModel, load_release, predict_outputs
 from ml.config import load_params
 from ml.data import MANIFEST, DataError, read_manifest, select
-from ml.export import load_package
-from ml.images import ImageError, load_tensor, normalise
+from ml.export import ServingGraph, load_package
+from ml.images import ImageError, load_tensor
 from tools import ROOT
 
-Run = Callable[[np.ndarray], np.ndarray]  # uint8 1×3×S×S → class probabilities 1×2
+Run = Callable[[np.ndarray], np.ndarray]  # uint8 1×3×S×S → 1×3: probabilities, not-a-pet distance
 
 
 @dataclass
 class Engine:
     name: str
     run: Run
-
-
-class Probabilities(nn.Module):
-    """The release model as the service calls it: uint8 pixels in, probabilities out."""
-
-    def __init__(self, release: ReleaseModel) -> None:
-        super().__init__()
-        self.model, self.mean, self.std = release.model, release.mean, release.std
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.softmax(self.model(normalise(x, self.mean, self.std)).float(), dim=1)
 
 
 def export_onnx(release: ReleaseModel, path: Path) -> Path:
@@ -63,8 +51,8 @@ def export_onnx(release: ReleaseModel, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     with torch.inference_mode():
         torch.onnx.export(
-            Probabilities(release).eval(), (example,), str(path), dynamo=True, opset_version=18,
-            verbose=False, external_data=False, input_names=["image"], output_names=["probabilities"],
+            ServingGraph(release).eval(), (example,), str(path), dynamo=True, opset_version=18,
+            verbose=False, external_data=False, input_names=["image"], output_names=["outputs"],
         )  # fmt: skip
     return path
 
@@ -123,7 +111,7 @@ def service_engine(release: ReleaseModel, package: Path) -> Engine:
 
     def eager(x: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
-            return predict_proba(release, torch.from_numpy(x)).numpy()
+            return predict_outputs(release, torch.from_numpy(x)).numpy()
 
     print(f"note: no {package} (make export-model): the service engine stands in as eager PyTorch")
     return Engine("PyTorch eager (service)", eager)
@@ -146,7 +134,7 @@ def photos(source: Path, split: str, limit: int | None, size: int) -> tuple[list
 
 def labels_of(engine: Engine, tensors: list[np.ndarray], what: str) -> np.ndarray:
     bar = tqdm(tensors, desc=f"{engine.name}, {what}", unit="photo", dynamic_ncols=True, leave=False)
-    return np.asarray([int(engine.run(x)[0].argmax()) for x in bar])
+    return np.asarray([int(engine.run(x)[0][:2].argmax()) for x in bar])  # then the not-a-pet distance
 
 
 def latency_rounds(engines: list[Engine], x: np.ndarray, rounds: int, calls: int) -> dict[str, list[float]]:

@@ -175,7 +175,7 @@ def inference_options(release: ReleaseModel, package: Path, x: torch.Tensor) -> 
 
     def aot() -> torch.Tensor:
         with torch.inference_mode():
-            return aoti(x)
+            return aoti(x)[:, :2]  # the not-a-pet distance follows; the others compute probabilities only
 
     options: dict[str, Callable[[], torch.Tensor]] = {
         "no_grad (eager)": eager,

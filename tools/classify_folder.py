@@ -5,7 +5,7 @@
 Walks the folder (sub-folders too), sends its photos in batches with bounded concurrency,
 retries what the service could not take just then (429, 502-504, a lost connection: urllib3's
 Retry, honouring Retry-After), shows a progress bar with ETA and writes one CSV row per photo:
-path, prediction, confidence, error, status. Interrupted, it is run again with the same --out:
+path, prediction, confidence, not_a_pet, error, status. Interrupted, it is run again with the same --out:
 photos already answered are skipped, photos that could not be sent are tried again, and a row
 cut short by the interruption is dropped and redone. Exit status: 0 when every photo got an
 answer (a photo the service refuses, say not an image, is an answer), 3 when some could not
@@ -33,7 +33,8 @@ from urllib3.util.retry import Retry
 
 from tools.smoke import service_url
 
-FIELDS = ["path", "prediction", "confidence", "error", "status"]
+FIELDS = ["path", "prediction", "confidence", "not_a_pet", "error", "status"]
+_FLAG = {True: "true", False: "false"}  # null (a model without the detector) stays empty
 PHOTO_SUFFIXES = {".jpg", ".jpeg", ".png", ".gif", ".webp", ".avif", ".bmp", ".heic", ".heif"}
 RETRY_STATUSES = (429, 502, 503, 504)  # the service or its proxy busy or restarting: worth a retry
 FORM_ROOM = 64 * 1024  # multipart headers around the photos, kept out of the upload limit
@@ -130,12 +131,20 @@ def send(client: requests.Session, batch: list[Path], root: Path, opts: Options)
         return [row(name, NOT_SENT, error=error or f"http_{resp.status_code}") for name in names]
     return [
         row(name, r["status"], r.get("prediction", ""), r.get("confidence", ""), r.get("error", ""))
+        | {"not_a_pet": _FLAG.get(r.get("not_a_pet"), "")}
         for name, r in zip(names, body["results"], strict=True)
     ]
 
 
 def row(path: str, status: int, prediction: str = "", confidence: Any = "", error: str = "") -> dict[str, Any]:
-    return {"path": path, "prediction": prediction, "confidence": confidence, "error": error, "status": status}
+    return {
+        "path": path,
+        "prediction": prediction,
+        "confidence": confidence,
+        "not_a_pet": "",
+        "error": error,
+        "status": status,
+    }
 
 
 def classify_folder(folder: Path, out: Path, opts: Options, workers: int) -> Counter[str]:

@@ -70,10 +70,12 @@ async function classify(file) {
     const pct = (body.confidence * 100).toFixed(1);
     document.getElementById("confidence").textContent = `${pct}% sure`;
     document.getElementById("bar-fill").style.width = `${pct}%`;
+    document.getElementById("not-a-pet").hidden = body.not_a_pet !== true;
     document.getElementById("feedback-status").textContent = "";
     show("result", true);
     const name = body.prediction.charAt(0).toUpperCase() + body.prediction.slice(1);
-    document.getElementById("answer").textContent = `${name}, ${pct}% sure`;
+    const doubt = body.not_a_pet === true ? ". This does not look like a cat or a dog" : "";
+    document.getElementById("answer").textContent = `${name}, ${pct}% sure${doubt}`;
   } catch {
     fail("the service could not be reached; check the connection and try again");
   } finally {
@@ -106,7 +108,8 @@ function fill(tr, result) {
   const [, answer, sure] = tr.children;
   answer.classList.toggle("failed", result.status !== 200);
   if (result.status === 200) {
-    answer.textContent = result.prediction;
+    answer.textContent = result.not_a_pet === true
+      ? `${result.prediction}, but it does not look like a cat or a dog` : result.prediction;
     sure.textContent = `${(result.confidence * 100).toFixed(1)}%`;
   } else {
     answer.textContent = result.detail || result.error;

@@ -26,7 +26,7 @@ SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 # hadolint ignore=DL3008
 RUN apt-get update \
     && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-        chromium chromium-driver wrk prometheus prometheus-alertmanager nginx prometheus-nginx-exporter podman runc netavark aardvark-dns iptables catatonit debootstrap \
+        chromium chromium-driver wrk prometheus prometheus-alertmanager nginx prometheus-nginx-exporter podman runc netavark aardvark-dns iptables catatonit debootstrap lomiri-wallpapers \
         openssh-server make git curl ca-certificates nodejs npm \
     && rm -rf /var/lib/apt/lists/*
 

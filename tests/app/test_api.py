@@ -21,6 +21,7 @@ from PIL import Image
 from app import SECURITY_HEADERS, create_app
 from app.settings import Settings, SettingsError
 from tests.conftest import jpeg_bytes, many_scans_jpeg
+from tests.helpers import save_tiny_release
 from tests.serving import encode
 
 
@@ -218,6 +219,26 @@ def test_version_is_the_model_card(client: FlaskClient, tiny_model: Path) -> Non
     body = client.get("/version").get_json()
     assert body["model_version"] == card["version"] and body["architecture"] == "tiny_cnn"
     assert body["mlflow_run_id"] == "test" and "accuracy" in body["test_metrics"]
+
+
+@pytest.mark.parametrize(("threshold", "flagged"), [(-1.0, True), (3.0, False), (None, None)])
+def test_a_photo_that_is_no_pet_is_flagged_and_counted_and_still_classified(
+    tmp_path: Path, threshold: float | None, flagged: bool | None
+) -> None:
+    save_tiny_release(tmp_path / "model", not_a_pet_threshold=threshold)  # None: a model without the detector
+    client = create_app({"MODEL_DIR": str(tmp_path / "model"), "FEEDBACK_DIR": str(tmp_path / "seen")}).test_client()
+    body = post_file(client, jpeg_bytes((240, 240, 240))).get_json()
+    assert body["not_a_pet"] is flagged
+    assert body["prediction"] in ("cat", "dog")  # unchanged for clients that do not read the flag
+    batch = client.post(
+        "/predict/batch",
+        data={"file": [(io.BytesIO(jpeg_bytes((9, 9, 9))), "a.jpg")]},
+        content_type="multipart/form-data",
+    ).get_json()
+    assert batch["results"][0]["not_a_pet"] is flagged
+    text = client.get("/metrics").get_data(as_text=True)
+    counted = sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith("not_a_pet_total{"))
+    assert counted == (2 if flagged else 0)
 
 
 def test_metrics_count_predictions_rejections_and_model(client: FlaskClient) -> None:

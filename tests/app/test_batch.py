@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from flask.testing import FlaskClient
-from jsonschema import Draft4Validator
+from openapi_schema_validator import OAS30Validator
 
 from app import create_app
 from tests.conftest import jpeg_bytes
@@ -103,7 +103,7 @@ def test_answers_match_the_openapi_document(client: FlaskClient) -> None:
         post_batch(client, [(name, data) for name, data, _, _ in MIXED]),
         post_batch(client, []),
     ):
-        Draft4Validator(schema_for(spec, "/predict/batch", "post", resp.status_code)).validate(resp.get_json())
+        OAS30Validator(schema_for(spec, "/predict/batch", "post", resp.status_code)).validate(resp.get_json())
 
 
 def test_logs_name_each_photo_by_its_request_id_never_its_file_name(

@@ -137,6 +137,30 @@ def test_upload_a_cat_photo_through_the_page(page: tuple[Any, Server], real_phot
     assert metric_sum(server.url, "input_image_bytes_sum") == photo.stat().st_size
 
 
+def test_a_page_of_paperwork_is_answered_with_a_warning_that_it_is_no_pet(
+    page: tuple[Any, Server], real_photos: Path, tmp_path: Path
+) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from tests.nonpets import non_pets
+
+    browser, _ = page
+    form = tmp_path / "intake-form.png"
+    form.write_bytes(dict(non_pets())["document/0"])
+    assert upload(browser, form).lower() in ("cat", "dog")  # the answer still names a class
+    warning = browser.find_element(By.ID, "not-a-pet")
+    assert warning.is_displayed() and warning.text == "This does not look like a cat or a dog."
+    assert (
+        browser.find_element(By.ID, "answer")
+        .get_attribute("textContent")
+        .endswith("This does not look like a cat or a dog")
+    )  # what a screen reader announces
+    assert accessibility_violations(browser) == []
+    upload(browser, real_photos / "Cat" / "1.jpg")
+    WebDriverWait(browser, 30).until(lambda b: not b.find_element(By.ID, "not-a-pet").is_displayed())
+
+
 def test_a_camera_photo_goes_up_shrunk_to_twice_the_model_input(
     page: tuple[Any, Server], real_photos: Path, tmp_path: Path
 ) -> None:

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 from flask.testing import FlaskClient
-from jsonschema import Draft4Validator
+from openapi_schema_validator import OAS30Validator
 from openapi_spec_validator import validate
 
 from tests.conftest import jpeg_bytes
@@ -15,7 +15,7 @@ from tests.serving import schema_for
 
 
 def check(spec: dict[str, Any], path: str, method: str, resp: Any) -> None:
-    Draft4Validator(schema_for(spec, path, method, resp.status_code)).validate(resp.get_json())
+    OAS30Validator(schema_for(spec, path, method, resp.status_code)).validate(resp.get_json())
 
 
 def test_document_is_valid_openapi(client: FlaskClient) -> None:

@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 import requests
 import yaml
-from jsonschema import Draft4Validator
+from openapi_schema_validator import OAS30Validator
 
 from app.settings import Settings
 from tests.conftest import jpeg_bytes
@@ -49,7 +49,7 @@ def openapi() -> dict[str, Any]:
 
 def assert_documented(path: str, method: str, status: int, body: object) -> None:
     """An answer of nginx's is one the API's OpenAPI document promises clients."""
-    Draft4Validator(schema_for(openapi(), path, method, status)).validate(body)
+    OAS30Validator(schema_for(openapi(), path, method, status)).validate(body)
 
 
 def own_answers(proxy: Proxy, expected: int) -> list[dict[str, object]]:

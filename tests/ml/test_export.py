@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from ml import export
-from ml.artifact import load_release, predict_proba
+from ml.artifact import load_release, predict_outputs
 from ml.export import PackageError, export_package, load_package
 from ml.images import load_tensor
 from tests.helpers import ROOT, save_tiny_release
@@ -28,12 +28,23 @@ def test_the_package_equals_eager_and_records_what_it_was_built_from(tiny: tuple
     forward = load_package(package, release, threads=1)
     x = torch.randint(0, 256, (1, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(3))
     with torch.inference_mode():
-        assert torch.allclose(forward(x), predict_proba(release, x), atol=1e-5)
+        assert torch.allclose(forward(x), predict_outputs(release, x), atol=1e-5)
     meta = torch._inductor.aoti_load_package(str(package)).get_metadata()
     assert meta["pet.weights_sha256"] == release.card["weights"]["sha256"]
     assert meta["pet.image_size"] == "32" and meta["pet.mean"] == "0.5,0.5,0.5" and meta["pet.threads"] == "1"
     assert meta["pet.cpu_capability"] == "AVX2"  # portable, whatever this machine offers
     assert [p.name for p in package.parent.iterdir()] == ["model.pt2"]  # no temp file left behind
+
+
+def test_the_package_computes_the_not_a_pet_distance_as_eager(tmp_path: Path) -> None:
+    save_tiny_release(tmp_path / "model", not_a_pet_threshold=0.5)
+    release = load_release(tmp_path / "model")
+    forward = load_package(export_package(release, tmp_path / "model.pt2"), release, threads=1)
+    x = torch.randint(0, 256, (1, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(5))
+    with torch.inference_mode():
+        got, eager = forward(x), predict_outputs(release, x)
+    assert got.shape == (1, 3) and 0 < eager[0, 2] <= 2  # a real distance, not the no-detector 0
+    assert torch.allclose(got, eager, atol=1e-5)
 
 
 def test_a_package_for_other_weights_or_threads_is_refused(tiny: tuple[Path, Path], tmp_path: Path) -> None:
@@ -57,7 +68,7 @@ def test_a_test_time_flip_model_compiles_to_the_same_answers(tmp_path: Path) -> 
     forward = load_package(export_package(release, tmp_path / "model.pt2"), release, threads=1)
     x = torch.randint(0, 256, (1, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(4))
     with torch.inference_mode():
-        assert torch.allclose(forward(x), predict_proba(release, x), atol=1e-5)
+        assert torch.allclose(forward(x), predict_outputs(release, x), atol=1e-5)
         assert torch.allclose(forward(x.flip(-1)), forward(x), atol=1e-5)  # a mirror image is the same photo
 
 
@@ -85,6 +96,8 @@ def test_a_cpu_without_avx2_or_a_package_that_disagrees_is_refused(
         load_package(tiny[1], release, threads=1)
     monkeypatch.undo()
     with pytest.raises(PackageError, match="disagrees with the eager model"):
+        export._probe(lambda x: torch.tensor([[0.9, 0.1, 0.0]]), release, tiny[1])
+    with pytest.raises(PackageError, match=r"outputs of shape \(1, 2\), the model \(1, 3\)"):
         export._probe(lambda x: torch.tensor([[0.9, 0.1]]), release, tiny[1])
 
 
@@ -116,7 +129,7 @@ def test_the_compiled_release_model_classifies_real_photos_as_eager_does(real_ph
     for photo in photos:
         x = load_tensor(photo, release.image_size).unsqueeze(0)
         with torch.inference_mode():
-            compiled, eager = forward(x), predict_proba(release, x)
+            compiled, eager = forward(x), predict_outputs(release, x)
         assert compiled.argmax().item() == eager.argmax().item(), photo.name
         worst = max(worst, (compiled - eager).abs().max().item())
     assert worst < 1e-4

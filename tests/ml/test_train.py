@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import ml.features
-from ml.artifact import load_release, predict_proba
+from ml.artifact import load_release, predict_outputs, predict_proba
 from ml.train import main as train_main
 from tests.helpers import prepared, write_params
 
@@ -53,6 +53,26 @@ def test_training_learns_and_logs_everything(synthetic_tree: Path, tmp_path: Pat
     model_files = {a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id, "model")}
     assert {"model/model.json", "model/model.safetensors"} <= model_files
     assert load_release(tmp_path / "models").card["version"] == card["version"]
+
+
+def test_training_fits_the_not_a_pet_detector_and_logs_its_threshold(
+    synthetic_tree: Path, tmp_path: Path, mlflow_store: str
+) -> None:
+    manifest = prepared(synthetic_tree, tmp_path / "prepared")
+    assert run_train(tmp_path, synthetic_tree, manifest) == 0
+    card = json.loads((tmp_path / "models" / "model.json").read_text())
+    section = card["not_a_pet"]
+    assert section["method"] == "knn-centroids-cosine" and section["val_flag_rate"] == 0.002
+    assert section["centroids"] == 48  # as many as the training photos: fewer than the 64 asked for
+    assert 0 <= section["val_flagged"] <= 0.002 and section["test_flagged"] is not None
+    release = load_release(tmp_path / "models")
+    assert release.model.detector is not None and release.not_a_pet_threshold == section["threshold"]
+    run = mlflow.get_run(card["mlflow_run_id"])
+    assert run.data.params["not_a_pet.centroids"] == "64" and run.data.params["not_a_pet.val_flag_rate"] == "0.002"
+    assert run.data.metrics["not_a_pet_threshold"] == pytest.approx(section["threshold"])
+    assert run.data.metrics["not_a_pet_val_flagged"] == section["val_flagged"]
+    outputs = predict_outputs(release, torch.full((1, 3, 32, 32), 128, dtype=torch.uint8))
+    assert outputs.shape == (1, 3) and 0 <= outputs[0, 2] <= 2  # 1 - cosine similarity
 
 
 def test_training_is_reproducible(synthetic_tree: Path, tmp_path: Path, mlflow_store: str) -> None:

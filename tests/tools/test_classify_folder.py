@@ -64,12 +64,13 @@ def test_a_folder_is_classified_and_an_interrupted_run_resumes(
             alone = requests.post(f"{server.url}/predict", files={"file": (folder / name).open("rb")}, timeout=10)
             assert by_path[name]["prediction"] == alone.json()["prediction"], name
             assert float(by_path[name]["confidence"]) == alone.json()["confidence"]
+            assert by_path[name]["not_a_pet"] == "" and alone.json()["not_a_pet"] is None  # tiny: no detector
         assert "8 photos answered" in capsys.readouterr().out  # a refusal is an answer too
 
         # Interrupted: three rows written, a fourth that was never sent, a fifth cut short.
         header = ",".join(FIELDS)
-        kept = [f"{r['path']},{r['prediction']},{r['confidence']},{r['error']},{r['status']}" for r in first[:3]]
-        out.write_text("\n".join([header, *kept, f"{first[3]['path']},,,not_sent,0", "pet-4.j"]))
+        kept = [",".join(r[f] for f in FIELDS) for r in first[:3]]
+        out.write_text("\n".join([header, *kept, f"{first[3]['path']},,,,not_sent,0", "pet-4.j"]))
         before = uploads_seen(server.url)
         assert main([str(folder), "--out", str(out), "--url", server.url]) == 0
         assert uploads_seen(server.url) - before == 5  # only what the first run did not answer
