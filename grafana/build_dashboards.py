@@ -85,6 +85,12 @@ MODEL: list[Panel] = [
         "stat",
     ),
     (
+        "Not a pet: share of predictions flagged (1 h)",
+        [("job:predictions_not_a_pet:ratio_rate1h", "{{job}}")],
+        "percentunit",
+        "timeseries",
+    ),
+    (
         "Dog share of predictions (baseline 50%)",
         [("job:predictions_dog_share:ratio_rate6h", "{{job}}")],
         "percentunit",

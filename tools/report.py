@@ -134,6 +134,7 @@ class Figures:
     card_note: str
     test_accuracy: float | None
     predictions: dict[str, float]
+    not_a_pet: dict[str, float]  # predicted class → photos flagged as neither cat nor dog
     feedback: dict[tuple[str, str], float]  # (true class, "correct"/"incorrect") → count
     rejected: dict[str, float]
     requests: dict[tuple[str, str], float]  # (endpoint, status) → count
@@ -170,6 +171,7 @@ def collect(prom: Prometheus, job: str, start: float, end: float, card_path: Pat
         card_note=note,
         test_accuracy=float(accuracy[0]["value"][1]) if accuracy else None,
         predictions={k[0]: v for k, v in counted(prom, f"predictions_total{{{sel}}}", ("class",), start, end).items()},
+        not_a_pet={k[0]: v for k, v in counted(prom, f"not_a_pet_total{{{sel}}}", ("class",), start, end).items()},
         feedback={
             (k[0], k[1]): v
             for k, v in counted(prom, f"feedback_total{{{sel}}}", ("class", "result"), start, end).items()
@@ -330,6 +332,10 @@ def pct(x: float | None) -> str:
     return "–" if x is None else f"{100 * x:.1f}%"
 
 
+def share(part: float, whole: float) -> str:
+    return f" ({part / whole:.1%})" if whole else ""
+
+
 def ms(x: float | None) -> str:
     return "–" if x is None else f"{1000 * x:.0f} ms" if x >= 0.01 else f"{1000 * x:.1f} ms"
 
@@ -366,6 +372,7 @@ def markdown(f: Figures, live: dict[str, Any], pictures: dict[str, str]) -> str:
     total = sum(f.requests.values())
     errors = sum(n for (_, status), n in f.requests.items() if status.startswith("5"))
     p = f.latency["api.predict"]
+    flagged = sum(f.not_a_pet.values())
     lines = [
         "# Pet classifier: report after deploy",
         "",
@@ -376,6 +383,7 @@ def markdown(f: Figures, live: dict[str, Any], pictures: dict[str, str]) -> str:
         "| measure | in the window |",
         "|---|---|",
         f"| Photos classified | {served:.0f} ({', '.join(f'{c} {f.predictions.get(c, 0):.0f}' for c in CLASSES)}) |",
+        f"| Flagged as not a pet | {flagged:.0f}{share(flagged, served)} |",
         f"| Uploads refused | {sum(f.rejected.values()):.0f} |",
         f"| Server errors (5xx) | {errors:.0f} of {total:.0f} requests |",
         f"| Staff feedback | {live['n']} |",
@@ -434,7 +442,15 @@ def markdown(f: Figures, live: dict[str, Any], pictures: dict[str, str]) -> str:
         "",
         "## Photos flagged as not a pet",
         "",
-        "Not counted: this version of the service answers cat or dog for every photo and flags none.",
+        f"{flagged:.0f} of {served:.0f} photos classified{share(flagged, served)} were flagged as showing neither a "
+        "cat nor a dog (`not_a_pet` in the answer); the answer still named the likelier class: "
+        + (", ".join(f"{c} {f.not_a_pet.get(c, 0):.0f}" for c in CLASSES) if flagged else "none flagged")
+        + ". On the test split the release flags "
+        + (
+            f"{f.card['not_a_pet']['test_flagged']:.2%} of pets."
+            if f.card and f.card.get("not_a_pet", {}).get("test_flagged") is not None
+            else "an unknown share of pets (no not_a_pet.test_flagged in the model card)."
+        ),
         "",
         "---",
         f"Counts are exact, read from each counter's raw samples in Prometheus; curves use `rate()`. "

@@ -14,6 +14,7 @@ import requests
 from PIL import Image
 
 from tests.conftest import jpeg_bytes
+from tests.helpers import save_tiny_release
 from tests.stack import prometheus, query, wait_for
 from tools.local_server import free_port, gunicorn
 from tools.report import Prometheus, collect, confusion, duration, increase, main, quantile, scores, settle, wilson
@@ -85,14 +86,14 @@ def test_without_prometheus_it_says_where_it_looked_and_writes_nothing(
 
 
 @pytest.mark.servers
-def test_a_report_from_a_real_prometheus_after_real_traffic(
-    tiny_model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    card = json.loads((tiny_model / "model.json").read_text())
+def test_a_report_from_a_real_prometheus_after_real_traffic(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    model = tmp_path / "model"  # a detector with threshold -1 flags every photo as not a pet
+    card = save_tiny_release(model, not_a_pet_threshold=-1.0, test_metrics={"accuracy": 0.5, "n": 0})
     card["test_metrics"]["per_class"] = {"cat": {"recall": 0.97}, "dog": {"recall": 0.99}}
+    card["not_a_pet"]["test_flagged"] = 0.0046
     (tmp_path / "card.json").write_text(json.dumps(card))
     with ExitStack() as stack:
-        server = stack.enter_context(gunicorn(tmp_path, tiny_model, workers=2))
+        server = stack.enter_context(gunicorn(tmp_path, model, workers=2))
         target = server.url.removeprefix("http://")
         prom = prometheus(stack, tmp_path, {"pet-classifier": [target]}, free_port())
         wait_for("a scrape", lambda: query(prom, 'up{job="pet-classifier"} == 1'), 30)
@@ -117,7 +118,7 @@ def test_a_report_from_a_real_prometheus_after_real_traffic(
         out = tmp_path / "report"
         code = main(["--prometheus", prom, "--window", "5m", "--card", str(tmp_path / "card.json"), "--out", str(out)])
         assert code == 0, capsys.readouterr().err
-        curves = collect(Prometheus(prom), "pet-classifier", time.time() - 300, time.time(), tiny_model / "model.json")
+        curves = collect(Prometheus(prom), "pet-classifier", time.time() - 300, time.time(), model / "model.json")
         rates = [float(v) for r in curves.series["by_class"] for _, v in r["values"]]
         p50 = [float(v) for r in curves.series["p50"] for _, v in r["values"] if v != "NaN"]
         assert max(rates) > 0 and p50 and max(p50) > 0, curves.series
@@ -130,6 +131,9 @@ def test_a_report_from_a_real_prometheus_after_real_traffic(
     md = (out / "report.md").read_text()
     cats = sum(a["prediction"] == "cat" for a in answers)
     assert f"| Photos classified | 12 (cat {cats}, dog {12 - cats}) |" in md
+    assert "| Flagged as not a pet | 12 (100.0%) |" in md
+    assert "12 of 12 photos classified (100.0%) were flagged" in md and f"cat {cats}, dog {12 - cats}." in md
+    assert "On the test split the release flags 0.46% of pets." in md
     assert "| Uploads refused | 2 |" in md and "| empty | 1 |" in md and "| not_an_image | 1 |" in md
     assert "| Server errors (5xx) | 0 of 24 requests |" in md  # 14 uploads and 10 feedback
     assert "| Staff feedback | 10 |" in md
