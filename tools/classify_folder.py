@@ -130,18 +130,26 @@ def send(client: requests.Session, batch: list[Path], root: Path, opts: Options)
         error = body.get("error", "") if isinstance(body, dict) else ""
         return [row(name, NOT_SENT, error=error or f"http_{resp.status_code}") for name in names]
     return [
-        row(name, r["status"], r.get("prediction", ""), r.get("confidence", ""), r.get("error", ""))
-        | {"not_a_pet": _FLAG.get(r.get("not_a_pet"), "")}
+        row(
+            name,
+            r["status"],
+            r.get("prediction", ""),
+            r.get("confidence", ""),
+            r.get("error", ""),
+            _FLAG.get(r.get("not_a_pet"), ""),
+        )
         for name, r in zip(names, body["results"], strict=True)
     ]
 
 
-def row(path: str, status: int, prediction: str = "", confidence: Any = "", error: str = "") -> dict[str, Any]:
+def row(
+    path: str, status: int, prediction: str = "", confidence: Any = "", error: str = "", not_a_pet: str = ""
+) -> dict[str, Any]:
     return {
         "path": path,
         "prediction": prediction,
         "confidence": confidence,
-        "not_a_pet": "",
+        "not_a_pet": not_a_pet,
         "error": error,
         "status": status,
     }
