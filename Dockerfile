@@ -1,39 +1,41 @@
 # syntax=docker/dockerfile:1.7
-# The serving image: Gunicorn + Flask + the release model, PyTorch from the CPU wheels.
-# Two stages: `build` installs the pinned serving requirements into a virtualenv and compiles
-# the release model with AOTInductor (g++ lives in this stage only); `runtime` copies that
-# virtualenv, the compiled package and the model code it was compiled with, the service and
-# models/, and runs as a non-root user. Build: `make image` (tags, labels and the Trivy scan come from there).
+# The serving image: Gunicorn + Flask + the release model as an ONNX graph, run by ONNX Runtime;
+# no PyTorch. Three stages: `deps` installs the pinned serving requirements into a virtualenv;
+# `export` adds PyTorch to a copy of it and exports the release model to the ONNX graph the
+# service runs, checked against eager PyTorch; `runtime` takes the first stage's virtualenv,
+# the graph, the model card, the service and the model code it imports, and runs as a non-root
+# user. Build: `make image` (tags, labels and the Trivy scan come from there).
 
 # Pinned to an exact patch release; add @sha256:<digest> once your registry mirror resolves it.
 ARG PYTHON_IMAGE=python:3.11.14-slim-bookworm
-# Where torch and torchvision come from: PyTorch's CPU wheels. Empty: pip's own configuration
-# (deploy/image.sh, on a host that cannot reach this index; there torch is a CUDA build).
+# Where torch and torchvision come from for the export: PyTorch's CPU wheels. Empty: pip's own
+# configuration (deploy/image.sh, on a host that cannot reach this index; there torch is a CUDA
+# build, which the export stage holds and the image does not).
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
 
-FROM ${PYTHON_IMAGE} AS build
-ARG TORCH_INDEX_URL
+FROM ${PYTHON_IMAGE} AS deps
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
-COPY requirements-serve.txt requirements.lock /tmp/
-# torch and torchvision at the versions requirements-serve.txt pins, from TORCH_INDEX_URL; then
-# the serving set, every package it pulls in (torch's own included) at requirements.lock's version.
-RUN grep -E '^torch(vision)?==' /tmp/requirements-serve.txt > /tmp/torch.txt \
-    && pip install --no-deps ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"} -r /tmp/torch.txt \
-    && pip install -r /tmp/requirements-serve.txt -c /tmp/requirements.lock \
+COPY requirements-serve.txt requirements-model.txt requirements.lock /tmp/
+# The serving set, every package it pulls in at requirements.lock's version.
+RUN pip install -r /tmp/requirements-serve.txt -c /tmp/requirements.lock \
     && pip check \
     && find /opt/venv -name '__pycache__' -prune -exec rm -rf {} +
-# hadolint ignore=DL3008
-RUN apt-get update \
-    && apt-get install -y --no-install-recommends g++ \
-    && rm -rf /var/lib/apt/lists/*
+
+FROM deps AS export
+ARG TORCH_INDEX_URL
+# torch and torchvision at the versions requirements-model.txt pins, from TORCH_INDEX_URL; then
+# the model's set, every package it pulls in (torch's own included) at requirements.lock's version.
+RUN grep -E '^torch(vision)?==' /tmp/requirements-model.txt > /tmp/torch.txt \
+    && pip install --no-deps ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"} -r /tmp/torch.txt \
+    && pip install -r /tmp/requirements-model.txt -c /tmp/requirements.lock \
+    && pip check
 WORKDIR /srv
-# Only the model code the service imports (tests/deploy/test_dockerfile.py keeps this list honest).
-COPY ml/__init__.py ml/artifact.py ml/config.py ml/export.py ml/fileio.py ml/images.py ml/models.py ml/not_a_pet.py ml/
+# The model code the export imports.
+COPY ml/__init__.py ml/artifact.py ml/card.py ml/config.py ml/export.py ml/fileio.py ml/graph.py ml/images.py ml/models.py ml/not_a_pet.py ml/
 COPY models/ models/
-# AVX2 code (x86-64-v3), for TORCH_THREADS=1; the service checks it against models/ at start.
-RUN python -m ml.export --model models --out build/model.pt2 --threads 1
+RUN python -m ml.export --model models --out build/model.onnx
 
 FROM ${PYTHON_IMAGE} AS runtime
 ARG GIT_COMMIT=unknown
@@ -49,20 +51,22 @@ LABEL org.opencontainers.image.title="pet-classifier" \
       io.pet-classifier.model-version="${MODEL_VERSION}"
 RUN groupadd --gid 10001 app \
     && useradd --uid 10001 --gid app --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin app
-COPY --from=build /opt/venv /opt/venv
+COPY --from=deps /opt/venv /opt/venv
 WORKDIR /srv
 COPY gunicorn.conf.py ./
 COPY app/ app/
-COPY --from=build /srv/ml/ ml/
-COPY models/ models/
-COPY --from=build /srv/build/model.pt2 build/model.pt2
+# Only the model code the service imports (tests/deploy/test_dockerfile.py keeps this list honest).
+COPY ml/__init__.py ml/card.py ml/config.py ml/graph.py ml/images.py ml/
+# The card: what the graph is checked against and what /version reports. No weights: the graph has them.
+COPY models/model.json models/
+COPY --from=export /srv/build/model.onnx build/model.onnx
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     HOST=0.0.0.0 \
     PORT=8000 \
     MODEL_DIR=/srv/models \
-    MODEL_PACKAGE=/srv/build/model.pt2 \
+    MODEL_PACKAGE=/srv/build/model.onnx \
     SERVICE_VERSION=${VERSION}
 USER 10001:10001
 EXPOSE 8000

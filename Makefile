@@ -15,7 +15,7 @@ export PYTHONUNBUFFERED := 1
 
 PORT ?= 8000
 # The release model compiled with AOTInductor (ml/export.py): what `make serve` and the image run.
-MODEL_PACKAGE := build/model.pt2
+MODEL_PACKAGE := build/model.onnx
 # Binaries the tests drive for real (Debian packages): a browser and its driver, a load generator,
 # Prometheus and Alertmanager (promtool, amtool), nginx and its exporter, and a container engine:
 # podman with runc (crun refuses this kind of host's cgroups), netavark for published ports,
@@ -41,12 +41,12 @@ NODE_TOOLS := deploy/jenkins/node_modules/.installed tests/node_modules/.install
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  \033[1m%-14s\033[0m %s\n", $$1, $$2}'
 
-$(STAMP): requirements.txt requirements-serve.txt requirements-dev.txt requirements.lock pyproject.toml
+$(STAMP): requirements.txt requirements-serve.txt requirements-model.txt requirements-dev.txt requirements.lock pyproject.toml
 	@[ -x $(PY) ] || $(PYTHON) -m venv $(VENV)
 	@# TORCH_INDEX_URL (Jenkins: PyTorch's CPU index): torch and torchvision at the pinned versions
 	@# from there first, as the Dockerfile does, instead of PyPI's multi-gigabyte CUDA build;
 	@# their own dependencies then come from the lock like everything else.
-	$(if $(TORCH_INDEX_URL),grep -E '^torch(vision)?==' requirements-serve.txt \
+	$(if $(TORCH_INDEX_URL),grep -E '^torch(vision)?==' requirements-model.txt \
 		| $(PY) -m pip install -q --no-deps --index-url $(TORCH_INDEX_URL) -r /dev/stdin)
 	@# requirements.lock constrains every package the pins pull in: a rebuild installs the same set.
 	$(PY) -m pip install -q -r requirements.txt -r requirements-dev.txt -c requirements.lock
@@ -166,10 +166,10 @@ k8s-config: $(STAMP) ## Generate the SLO rules, copy prometheus/, alertmanager/,
 kind-down: ## Delete the Kind cluster
 	deploy/cluster.sh down
 
-$(MODEL_PACKAGE): models/model.safetensors models/model.json ml/export.py | $(STAMP)
+$(MODEL_PACKAGE): models/model.safetensors models/model.json ml/export.py ml/graph.py | $(STAMP)
 	$(PY) -m ml.export --model models --out $@
 
-export-model: $(MODEL_PACKAGE) ## Compile models/ with AOTInductor for the service (build/model.pt2, ~25 s)
+export-model: $(MODEL_PACKAGE) ## Export models/ as the ONNX graph the service runs (build/model.onnx, ~10 s)
 
 serve: $(STAMP) $(MODEL_PACKAGE) ## The production server (Gunicorn, as in the image) on 127.0.0.1:$$PORT
 	PORT=$(PORT) MODEL_PACKAGE=$(MODEL_PACKAGE) $(BIN)/gunicorn -c gunicorn.conf.py

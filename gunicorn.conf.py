@@ -11,6 +11,7 @@ from __future__ import annotations
 import gc
 import os
 import shutil
+import sys
 import tempfile
 from typing import Any
 
@@ -76,11 +77,13 @@ def pre_fork(server: Any, worker: Any) -> None:
 
 
 def post_fork(server: Any, worker: Any) -> None:
-    # Threads are per process: set them in each worker, after the fork, to the number the
-    # preloaded app settled on (app/settings.py), not a second reading of the environment.
-    import torch
-
-    torch.set_num_threads(server.app.wsgi().config["TORCH_THREADS"])
+    # PyTorch's threads are per process: set them in each worker, after the fork, to the number
+    # the preloaded app settled on (app/settings.py), not a second reading of the environment.
+    # Only where the eager model serves: the image has no PyTorch, and an ONNX Runtime session
+    # keeps the thread count it was made with.
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_num_threads(server.app.wsgi().config["TORCH_THREADS"])
 
 
 def post_worker_init(worker: Any) -> None:

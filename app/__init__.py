@@ -23,7 +23,7 @@ from app.observability import METRICS_PATH, configure_logging, init_metrics
 from app.pages import bp as pages_bp
 from app.pages import docs_bp, load_openapi
 from app.settings import Settings
-from ml.models import CLASSES
+from ml.card import CLASSES
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 # What an access line may say of a request's method: these, or "<other>" for a client's own word.

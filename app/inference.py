@@ -1,9 +1,11 @@
-"""The release model behind the API: loaded once through the pipeline's own loader, its
-sha256 checked against model.json, and warmed up before the service reports ready.
+"""The release model behind the API: its card read and checked once, and its forward pass
+warmed up before the service reports ready.
 
-The forward pass runs the AOTInductor package built from that model (`make export-model`,
-ml/export.py) when one is given and passes its checks, else eager PyTorch; ``engine`` says
-which, and a refused package is one log line, never a failed start."""
+The forward pass runs the model's ONNX graph in ONNX Runtime (`make export-model`, ml/graph.py)
+when one is given and passes its checks, else eager PyTorch where PyTorch is installed;
+``engine`` says which. The serving image has no PyTorch: there a refused graph leaves the
+service unready with the reason, where elsewhere it is one log line and the eager model.
+"""
 
 from __future__ import annotations
 
@@ -11,14 +13,13 @@ import ctypes
 import logging
 import time
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 
-import torch
+import numpy as np
 
-from ml.artifact import ModelLoadError, ReleaseModel, load_release, predict_outputs
-from ml.export import Forward, PackageError, load_package
-from ml.images import open_rgb, to_tensor
+from ml.card import ModelCard, ModelLoadError, read_card
+from ml.graph import Forward, GraphError, load_graph
+from ml.images import open_rgb, to_array
 
 log = logging.getLogger("app.model")
 
@@ -48,32 +49,17 @@ class Classifier:
 
     def __init__(self, model_dir: str, threads: int = 1, package: str = "") -> None:
         self.model_dir = model_dir
-        self.release: ReleaseModel | None = None
+        self.release: ModelCard | None = None
         self.error: str | None = None
         self.ready = False
         self.engine = "none"
-        torch.set_num_threads(threads)
         self.keeps_freed_memory = keep_freed_memory()
         try:
-            self.release = load_release(model_dir)
-            self._forward: Forward = partial(predict_outputs, self.release)
-            self.engine = "eager"
-            if package:
-                self._use_package(Path(package), threads)
+            self.release, self._forward, self.engine = open_model(Path(model_dir), threads, package)
             self.warm_up()
         except ModelLoadError as exc:
             self.release, self.engine, self.error = None, "none", str(exc)
             log.error("model not loaded: %s", exc, extra={"event": "model_load_failed", "model_dir": model_dir})
-
-    def _use_package(self, package: Path, threads: int) -> None:
-        assert self.release is not None
-        try:
-            self._forward = load_package(package, self.release, threads)
-        except PackageError as exc:
-            log.warning("compiled model not used, running eager PyTorch: %s", exc, extra={"event": "package_refused"})
-            return
-        self.engine = "aotinductor"
-        log.info("compiled model loaded", extra={"event": "package_loaded", "package": str(package)})
 
     @property
     def version(self) -> str | None:
@@ -85,8 +71,7 @@ class Classifier:
         assert self.release is not None
         size = self.release.image_size
         try:
-            with torch.inference_mode():
-                self._forward(torch.zeros(1, 3, size, size, dtype=torch.uint8))
+            self._forward(np.zeros((1, 3, size, size), dtype=np.uint8))
         except Exception as exc:  # whatever breaks the first inference makes the model unusable
             raise ModelLoadError(f"the model failed its warm-up inference: {type(exc).__name__}: {exc}") from exc
         self.ready = True
@@ -98,10 +83,9 @@ class Classifier:
         start = time.perf_counter()
         image = open_rgb(data, draft_size=size)
         pixels = image.width * image.height
-        batch = to_tensor(image, size).unsqueeze(0)
+        batch = to_array(image, size)[None]
         decoded = time.perf_counter()
-        with torch.inference_mode():
-            outputs = self._forward(batch)[0].tolist()
+        outputs = self._forward(batch)[0].tolist()
         done = time.perf_counter()
         classes = self.release.classes
         probs, distance = outputs[: len(classes)], outputs[len(classes)]  # PetNet.serve's columns
@@ -116,6 +100,36 @@ class Classifier:
             inference_seconds=done - decoded,
             pixels=pixels,
         )
+
+
+def open_model(model_dir: Path, threads: int, graph: str) -> tuple[ModelCard, Forward, str]:
+    """The card, the forward pass and the engine's name: the ONNX graph if one is given and
+    passes its checks, else eager PyTorch; ModelLoadError when neither can serve."""
+    refused = ""
+    if graph:
+        card = ModelCard(read_card(model_dir))
+        try:
+            forward = load_graph(Path(graph), card, threads)
+            log.info("ONNX graph loaded", extra={"event": "graph_loaded", "graph": graph})
+            return card, forward, "onnxruntime"
+        except GraphError as exc:
+            refused = str(exc)
+    try:
+        import torch  # only for the fallback: the serving image has none
+
+        from ml.artifact import load_release, predict_outputs
+    except ImportError:
+        why = f"the ONNX graph was refused ({refused})" if refused else "no ONNX graph was given (MODEL_PACKAGE)"
+        raise ModelLoadError(f"{why}, and PyTorch, for the eager model, is not installed") from None
+    if refused:
+        log.warning("ONNX graph not used, running eager PyTorch: %s", refused, extra={"event": "graph_refused"})
+    torch.set_num_threads(threads)
+    release = load_release(model_dir)
+
+    def eager(pixels: np.ndarray) -> np.ndarray:
+        return predict_outputs(release, torch.from_numpy(pixels)).numpy()
+
+    return release, eager, "eager"
 
 
 def keep_freed_memory() -> bool:

@@ -106,7 +106,7 @@ class ServiceMetrics:
         )
         self.model_info = Gauge(
             "model_info",
-            "The model being served (value is 1); engine: aotinductor, or eager after a refused package",
+            "The model being served (value is 1); engine: onnxruntime, or eager without a usable ONNX graph",
             ["version", "run_id", "architecture", "engine"],
             multiprocess_mode="livemax",
             registry=r,

@@ -58,14 +58,14 @@ def cors_origins(raw: str) -> tuple[str, ...]:
 @dataclass(frozen=True)
 class Settings:
     model_dir: str = "models"
-    model_package: str = ""  # the AOTInductor build of model_dir (ml/export.py); "" = eager PyTorch
+    model_package: str = ""  # the ONNX graph of model_dir (ml/export.py); "" = eager PyTorch
     max_upload_bytes: int = 10 * 1024 * 1024  # a whole request, a batch's photos together
     max_batch_files: int = 32  # photos in one POST /predict/batch
     # Feedback tokens are signed with this key; every replica must share it (a Kubernetes Secret).
     feedback_secret: str = field(default_factory=lambda: secrets.token_hex(32))
     feedback_ttl_seconds: int = 7 * 24 * 3600
     feedback_dir: str = ""  # where used tokens are remembered per replica; "" = a temp folder
-    torch_threads: int = 1
+    torch_threads: int = 1  # threads of one forward pass, in ONNX Runtime or PyTorch (TORCH_THREADS)
     service_version: str = "0.1.0"
     # A switch that makes /predict fail with 500s, for alerting tests only: never set in production.
     fault_injection: bool = False

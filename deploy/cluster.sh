@@ -140,7 +140,7 @@ EOF
 deploy_local() {
   echo "Deploy: no Kind cluster here (Docker engine or kind missing) → LOCAL TARGET: the service under"
   echo "Gunicorn behind the pod's nginx, plus Prometheus, Alertmanager and an SMTP sink, as processes on loopback."
-  make export-model  # what the image's build stage compiles; a no-op when build/model.pt2 is current
+  make export-model  # what the image's export stage writes; a no-op when build/model.onnx is current
   deploy/local-stack.sh down >/dev/null
   deploy/local-stack.sh up
   record local "http://127.0.0.1:8080"  # through nginx, as Kind publishes the API

@@ -60,7 +60,8 @@ base_image() {  # the Python base podman builds on: the pinned one, else a stand
     echo "$wanted"
     return
   fi
-  local standin; standin=$(deploy/podman/standin.sh python)
+  local standin
+  standin=$(deploy/podman/standin.sh python) || { echo "base image: the stand-in could not be built" >&2; return 1; }
   echo "base image: $wanted cannot be pulled here → $standin, a stand-in built from Debian" >&2
   echo "$standin"
 }
@@ -123,7 +124,7 @@ build() {
       docker build --pull "${args[@]}" . ;;
     podman)
       local base index mounts
-      base=$(base_image)
+      base=$(base_image) || exit 1
       index=$(torch_index)
       mapfile -t mounts < <(pip_mounts)
       # --format docker: the OCI format silently drops HEALTHCHECK.

@@ -66,7 +66,7 @@ start_api() {  # Gunicorn and the pod's nginx in front of it, as processes
     # prometheus_client's multiprocess files must not outlive the server: a fresh one counts from 0.
     rm -rf "$STATE/prometheus-multiproc"
   fi
-  start service env PORT=8000 MODEL_PACKAGE="${MODEL_PACKAGE:-build/model.pt2}" PROMETHEUS_MULTIPROC_DIR="$PWD/$STATE/prometheus-multiproc" $BIN/gunicorn -c gunicorn.conf.py
+  start service env PORT=8000 MODEL_PACKAGE="${MODEL_PACKAGE:-build/model.onnx}" PROMETHEUS_MULTIPROC_DIR="$PWD/$STATE/prometheus-multiproc" $BIN/gunicorn -c gunicorn.conf.py
   local nginx
   nginx=$($BIN/python -c 'from tools.local_server import nginx_binary; print(nginx_binary() or "")')
   [ -n "$nginx" ] || { echo "nginx is missing: make system-deps installs it" >&2; exit 1; }

@@ -7,95 +7,27 @@ the sha256 of the weights file, which :func:`load_release` checks before anythin
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from pydantic import BaseModel, Field, PositiveFloat, PositiveInt, ValidationError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from ml.config import validation_problems
+from ml.card import CARD_FILE, WEIGHTS_FILE, ModelCard, read_card
+from ml.card import ModelLoadError as ModelLoadError  # re-exported: the pipeline imports it from here
 from ml.fileio import file_sha256, write_json
-from ml.models import CLASSES, PetNet, build_model
+from ml.models import PetNet, build_model
 from ml.not_a_pet import NotAPetDetector
-
-WEIGHTS_FILE = "model.safetensors"
-CARD_FILE = "model.json"
-
-
-class ModelLoadError(RuntimeError):
-    """The release model is missing, altered or inconsistent with its card."""
-
-
-class _Normalization(BaseModel):
-    mean: list[float] = Field(min_length=3, max_length=3)
-    std: list[PositiveFloat] = Field(min_length=3, max_length=3)
-
-
-class _Weights(BaseModel):
-    file: str
-    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
-
-
-class _TestMetrics(BaseModel):
-    accuracy: float = Field(ge=0, le=1)
-
-
-class _NotAPet(BaseModel):
-    centroids: PositiveInt
-    threshold: float
-
-
-class _Card(BaseModel):
-    """What using the weights needs of model.json, each field of the type it must have: a card
-    edited by hand is refused with the reason, never met later as a crash. Other fields
-    (training figures, lineage) are free."""
-
-    architecture: str
-    version: str
-    image_size: PositiveInt
-    test_time_flip: bool = False  # absent in cards written before it existed
-    classes: list[str]
-    normalization: _Normalization
-    weights: _Weights
-    test_metrics: _TestMetrics
-    not_a_pet: _NotAPet | None = None  # absent in cards written before the detector existed
 
 
 @dataclass(frozen=True)
-class ReleaseModel:
+class ReleaseModel(ModelCard):
+    """The card and the network it describes, ready for PyTorch."""
+
     model: PetNet
-    card: dict[str, Any]
-
-    @property
-    def image_size(self) -> int:
-        return int(self.card["image_size"])
-
-    @property
-    def mean(self) -> tuple[float, ...]:
-        return tuple(self.card["normalization"]["mean"])
-
-    @property
-    def std(self) -> tuple[float, ...]:
-        return tuple(self.card["normalization"]["std"])
-
-    @property
-    def classes(self) -> tuple[str, ...]:
-        return tuple(self.card["classes"])
-
-    @property
-    def version(self) -> str:
-        return str(self.card["version"])
-
-    @property
-    def not_a_pet_threshold(self) -> float | None:
-        """Distance over which a photo shows neither class; None: this model cannot tell."""
-        section = self.card.get("not_a_pet")
-        return float(section["threshold"]) if section else None
 
 
 def save_release(model: nn.Module, card: dict[str, Any], out_dir: Path) -> dict[str, Any]:
@@ -114,21 +46,6 @@ def save_release(model: nn.Module, card: dict[str, Any], out_dir: Path) -> dict[
     return card
 
 
-def read_card(model_dir: Path) -> dict[str, Any]:
-    path = model_dir / CARD_FILE
-    if not path.is_file():
-        raise ModelLoadError(f"model card not found: {path}")
-    try:
-        card = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ModelLoadError(f"model card {path} is not valid JSON: {exc}") from None
-    try:
-        _Card.model_validate(card, strict=True)  # strict all the way down: "256" is not a size
-    except ValidationError as exc:
-        raise ModelLoadError(f"model card {path} is not usable: {validation_problems(exc, 'card')}") from None
-    return dict(card)
-
-
 def load_release(model_dir: str | Path) -> ReleaseModel:
     """Load and verify the release model; every failure is a ModelLoadError with the reason."""
     model_dir = Path(model_dir)
@@ -139,8 +56,6 @@ def load_release(model_dir: str | Path) -> ReleaseModel:
     actual = file_sha256(weights)
     if actual != card["weights"]["sha256"]:
         raise ModelLoadError(f"sha256 of {weights} is {actual}, model card says {card['weights']['sha256']}")
-    if tuple(card["classes"]) != CLASSES:
-        raise ModelLoadError(f"model classes {card['classes']} differ from {list(CLASSES)}")
     try:
         model = build_model(card["architecture"], pretrained=False)
         if card.get("not_a_pet"):
@@ -149,7 +64,7 @@ def load_release(model_dir: str | Path) -> ReleaseModel:
         model.test_time_flip = card.get("test_time_flip", False)
     except (ValueError, RuntimeError, OSError) as exc:
         raise ModelLoadError(f"cannot load {weights} as {card['architecture']}: {exc}") from None
-    return ReleaseModel(model.eval(), card)
+    return ReleaseModel(card, model.eval())
 
 
 @torch.inference_mode()

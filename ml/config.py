@@ -113,7 +113,9 @@ class MlflowParams(_Strict):
 
 class Params(_Strict):
     data: DataParams = DataParams()
-    model: ModelParams = ModelParams()
+    # A factory, so that importing this module checks no architecture (ml.models needs PyTorch,
+    # which the serving image does not have: the service reads model cards through ml.card).
+    model: ModelParams = Field(default_factory=ModelParams)
     train: TrainParams = TrainParams()
     not_a_pet: NotAPetParams = NotAPetParams()
     gate: GateParams = GateParams()

@@ -1,7 +1,8 @@
-"""Decoding photos into RGB tensors, the one way every step of the product does it.
+"""Decoding photos into RGB arrays, the one way every step of the product does it.
 
-Training, evaluation and the service all call :func:`open_rgb` and :func:`to_tensor`, so a
-photo is seen the same way wherever it is classified.
+Training, evaluation and the service all call :func:`open_rgb` and :func:`to_array` (or
+:func:`to_tensor`, its PyTorch form), so a photo is seen the same way wherever it is
+classified. PyTorch is imported only where a tensor is made: the serving image has none.
 """
 
 from __future__ import annotations
@@ -11,12 +12,15 @@ import io
 import struct
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pillow_heif
-import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 from PIL.JpegImagePlugin import JpegImageFile
+
+if TYPE_CHECKING:
+    import torch
 
 # What staff upload. Pillow reads 40-odd formats (TIFF, PSD, EPS, ICO, FITS, ...), and each
 # decoder is attack surface, so the rest are refused unopened (MPO comes in as JPEG). HEIF is
@@ -148,12 +152,18 @@ def _to_rgb(im: Image.Image) -> Image.Image:
     return im.convert("RGB")
 
 
-def to_tensor(im: Image.Image, image_size: int) -> torch.Tensor:
-    """Resize (the whole photo, no crop) to a square uint8 tensor of shape 3×S×S."""
+def to_array(im: Image.Image, image_size: int) -> np.ndarray:
+    """Resize (the whole photo, no crop) to a square uint8 array of shape 3×S×S."""
     if im.size != (image_size, image_size):
         im = im.resize((image_size, image_size), Image.Resampling.BILINEAR, reducing_gap=None)
-    arr = np.asarray(im, dtype=np.uint8)
-    return torch.from_numpy(arr.copy()).permute(2, 0, 1).contiguous()
+    return np.ascontiguousarray(np.asarray(im, dtype=np.uint8).transpose(2, 0, 1))
+
+
+def to_tensor(im: Image.Image, image_size: int) -> torch.Tensor:
+    """:func:`to_array` as a tensor."""
+    import torch
+
+    return torch.from_numpy(to_array(im, image_size))
 
 
 def load_tensor(source: str | Path | bytes, image_size: int) -> torch.Tensor:
@@ -163,6 +173,8 @@ def load_tensor(source: str | Path | bytes, image_size: int) -> torch.Tensor:
 
 def normalise(batch: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
     """uint8 N×3×S×S → float32 normalised the way the model was trained."""
+    import torch
+
     m = torch.tensor(mean, dtype=torch.float32, device=batch.device).view(1, 3, 1, 1)
     s = torch.tensor(std, dtype=torch.float32, device=batch.device).view(1, 3, 1, 1)
     return (batch.float().div_(255.0) - m) / s

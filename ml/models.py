@@ -20,9 +20,8 @@ import timm
 import torch
 from torch import nn
 
+from ml.card import CLASSES as CLASSES  # re-exported: the pipeline imports it from here
 from ml.not_a_pet import NotAPetDetector
-
-CLASSES = ("cat", "dog")
 
 
 class PetNet(nn.Module):

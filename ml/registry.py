@@ -101,8 +101,13 @@ def ensure_run(client: MlflowClient, card: dict[str, Any], model_dir: Path, expe
 
 
 def serving_requirements() -> list[str]:
-    """requirements-serve.txt's pins: what the model needs wherever it is loaded."""
-    lines = (ROOT / "requirements-serve.txt").read_text().splitlines()
+    """requirements-serve.txt's and requirements-model.txt's pins: what the pyfunc needs to
+    decode photos and run the model in PyTorch wherever it is loaded."""
+    lines = [
+        line
+        for name in ("requirements-serve.txt", "requirements-model.txt")
+        for line in (ROOT / name).read_text().splitlines()
+    ]
     return [kept for line in lines if (kept := line.split("#")[0].strip())]
 
 

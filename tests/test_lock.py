@@ -14,7 +14,7 @@ from packaging.version import Version
 from tests.helpers import ROOT
 
 LOCK = ROOT / "requirements.lock"
-PINNED = ("requirements.txt", "requirements-serve.txt", "requirements-dev.txt")
+PINNED = ("requirements.txt", "requirements-serve.txt", "requirements-model.txt", "requirements-dev.txt")
 
 
 def canonical(name: str) -> str:

@@ -6,7 +6,7 @@
    a progressive JPEG at the 64-scan limit and past it, and per format the time and peak
    memory of one decode in a fresh process.
 2. Inference options for the release model at batch 1, one thread: the same predictions,
-   different speeds (the service runs the AOTInductor package of `make export-model`); then
+   different speeds (the service runs the ONNX graph of `make export-model` in ONNX Runtime); then
    one request's whole cost (decode + preprocess + forward).
 3. The real server (Gunicorn, gunicorn.conf.py) under wrk with a Lua script on loopback:
    requests/s, p50/p95/p99, errors, RSS per worker; against raw in-process throughput
@@ -41,7 +41,7 @@ from PIL import Image
 
 from app.inference import Classifier
 from ml.artifact import ReleaseModel, load_release, predict_proba
-from ml.export import load_package
+from ml.graph import load_graph
 from ml.images import MAX_JPEG_SCANS, ImageError, normalise, open_rgb, to_tensor
 from tools import ROOT
 from tools.jpeg_samples import camera_jpeg, decode_peak, with_scans
@@ -171,18 +171,18 @@ def inference_options(release: ReleaseModel, package: Path, x: torch.Tensor) -> 
         with torch.inference_mode():
             return torch.softmax(compiled(normalise(x, release.mean, release.std)), 1)
 
-    aoti = load_package(package, release, threads=1)
+    graph = load_graph(package, release, threads=1)
 
-    def aot() -> torch.Tensor:
-        with torch.inference_mode():
-            return aoti(x)[:, :2]  # the not-a-pet distance follows; the others compute probabilities only
+    def onnxruntime() -> torch.Tensor:
+        # the not-a-pet distance follows; the others compute probabilities only
+        return torch.from_numpy(graph(x.numpy())[:, :2])
 
     options: dict[str, Callable[[], torch.Tensor]] = {
         "no_grad (eager)": eager,
         "inference_mode (eager)": lambda: predict_proba(release, x),
         "TorchScript frozen": jit,
         "torch.compile (JIT inductor)": inductor,
-        "AOTInductor AVX2 (service)": aot,
+        "ONNX Runtime (service)": onnxruntime,
     }
     if hasattr(model, "net"):  # the EfficientNet: compare with the default NCHW layout
         nchw: Any = copy.deepcopy(model).to(memory_format=torch.contiguous_format)
@@ -216,7 +216,7 @@ def bench_inference_options(model_dir: Path, package: Path) -> None:
 def bench_end_to_end(model_dir: Path, package: Path, photos: list[bytes]) -> None:
     """What one request costs the service: decode + preprocess + forward, batch 1, one thread."""
     classifier = Classifier(str(model_dir), threads=1, package=str(package))
-    assert classifier.engine == "aotinductor", "the compiled package was refused: see the log line above"
+    assert classifier.engine == "onnxruntime", "the ONNX graph was refused: see the log line above"
     for data in photos[:3]:
         classifier.predict(data)
     times, decode = [], []
@@ -321,7 +321,7 @@ def bench_throughput(
         script.write_text("PATHS = {" + ", ".join(f'"{p}"' for p in files) + "}\n" + WRK_LUA)
         with gunicorn(Path(tmp), model_dir, workers=workers, extra_env={"MODEL_PACKAGE": str(package)}) as server:
             ready = requests.get(server.url + "/ready", timeout=10)
-            assert ready.json()["engine"] == "aotinductor", ready.text
+            assert ready.json()["engine"] == "onnxruntime", ready.text
             upstream = server.url.removeprefix("http://")
             with nginx_in_front(Path(tmp), upstream, nginx) as proxy, ctx.Pool(workers, _raw_start, start_args) as pool:
 
@@ -369,7 +369,7 @@ def report_throughput(served: list[tuple[str, dict[str, float]]], raws: list[flo
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", type=Path, default=ROOT / "models")
-    ap.add_argument("--package", type=Path, default=ROOT / "build" / "model.pt2", help="make export-model")
+    ap.add_argument("--package", type=Path, default=ROOT / "build" / "model.onnx", help="make export-model")
     ap.add_argument("--photos", type=Path, default=PETS)
     ap.add_argument("--workers", type=int, default=int(os.environ.get("WEB_CONCURRENCY", "2")))
     ap.add_argument("--seconds", type=int, default=10, help="each raw and each server slice")

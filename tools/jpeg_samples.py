@@ -37,13 +37,13 @@ def with_scans(progressive: bytes, scans: int) -> bytes:
 # Run in a fresh process so that the high-water mark is this decode's alone (Linux: "5" resets it).
 _PEAK_SCRIPT = """
 import re, sys, time
-from ml.images import open_rgb, to_tensor
+from ml.images import open_rgb, to_array
 def kib(field):
     return int(re.search(field + r":\\s+(\\d+)", open("/proc/self/status").read()).group(1))
 data = sys.stdin.buffer.read()
 open("/proc/self/clear_refs", "w").write("5")
 before, start = kib("VmRSS"), time.perf_counter()
-to_tensor(open_rgb(data, draft_size=int(sys.argv[1])), int(sys.argv[1]))
+to_array(open_rgb(data, draft_size=int(sys.argv[1])), int(sys.argv[1]))
 print(time.perf_counter() - start, (kib("VmHWM") - before) // 1024)
 """
 

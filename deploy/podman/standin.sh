@@ -4,7 +4,7 @@
 #
 #   python          the pinned Python slim base (Dockerfile ARG PYTHON_IMAGE): Debian bookworm's
 #                   Python 3.11 (debootstrap --variant=minbase from the mirror apt already uses,
-#                   plus venv, pip and the headers AOTInductor compiles against), with `python` and
+#                   plus venv, pip and the Python headers), with `python` and
 #                   `pip` on PATH as in the official image, imported into podman;
 #   nginx           nginxinc/nginx-unprivileged (the pod's proxy): nginx.Containerfile;
 #   nginx-exporter  nginx/nginx-prometheus-exporter (the pod's proxy-metrics): nginx-exporter.Containerfile;

@@ -7,6 +7,7 @@ import json
 import re
 import shutil
 import struct
+import sys
 import zlib
 from collections.abc import Callable
 from pathlib import Path
@@ -262,16 +263,16 @@ def test_metrics_count_predictions_rejections_and_model(client: FlaskClient) -> 
         assert name in text
 
 
-def test_the_compiled_package_serves_the_same_answers(
+def test_the_onnx_graph_serves_the_same_answers(
     client: FlaskClient, tiny_model: Path, tiny_package: Path, tmp_path: Path
 ) -> None:
     compiled = create_app(
         {"MODEL_DIR": str(tiny_model), "MODEL_PACKAGE": str(tiny_package), "FEEDBACK_DIR": str(tmp_path)}
     )
     fast = compiled.test_client()
-    assert fast.get("/ready").get_json()["engine"] == "aotinductor"
-    assert fast.get("/version").get_json()["engine"] == "aotinductor"
-    assert 'engine="aotinductor"' in fast.get("/metrics").get_data(as_text=True)
+    assert fast.get("/ready").get_json()["engine"] == "onnxruntime"
+    assert fast.get("/version").get_json()["engine"] == "onnxruntime"
+    assert 'engine="onnxruntime"' in fast.get("/metrics").get_data(as_text=True)
     assert client.get("/ready").get_json()["engine"] == "eager"
     for i, color in enumerate([(200, 60, 50), (40, 70, 210), (90, 90, 90)]):
         photo = jpeg_bytes(color, size=(300, 200), seed=i)
@@ -280,7 +281,7 @@ def test_the_compiled_package_serves_the_same_answers(
         assert a["probabilities"]["cat"] == pytest.approx(b["probabilities"]["cat"], abs=1e-5)
 
 
-def test_a_package_of_other_weights_falls_back_to_eager_with_one_log_line(
+def test_a_graph_of_other_weights_falls_back_to_eager_with_one_log_line(
     tiny_package: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from tests.helpers import save_tiny_release
@@ -298,8 +299,26 @@ def test_a_package_of_other_weights_falls_back_to_eager_with_one_log_line(
     ready = client.get("/ready")
     assert ready.status_code == 200 and ready.get_json()["engine"] == "eager"
     assert post_file(client, jpeg_bytes((1, 2, 3))).status_code == 200
-    refused = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"package_refused"' in line]
+    refused = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"graph_refused"' in line]
     assert len(refused) == 1 and refused[0]["level"] == "WARNING" and "pet.weights_sha256" in refused[0]["message"]
+
+
+def test_without_pytorch_a_refused_graph_leaves_the_service_unready_with_the_reason(
+    tiny_package: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    save_tiny_release(tmp_path / "retrained", seed=7)
+    monkeypatch.setitem(sys.modules, "torch", None)  # as in the image: `import torch` fails
+    for graph, why in (
+        (str(tiny_package), r"the ONNX graph was refused \(.*pet.weights_sha256"),
+        ("", "no ONNX graph was given"),
+    ):
+        app = create_app(
+            {"MODEL_DIR": str(tmp_path / "retrained"), "MODEL_PACKAGE": graph, "FEEDBACK_DIR": str(tmp_path)}
+        )
+        ready = app.test_client().get("/ready")
+        assert ready.status_code == 503
+        assert re.search(why + ".*PyTorch, for the eager model, is not installed", json.dumps(ready.get_json()))
+        assert post_file(app.test_client(), jpeg_bytes((1, 2, 3))).status_code == 503
 
 
 # A model card edited by hand, and what /ready says of it.

@@ -46,10 +46,10 @@ def predict(url: str, i: int) -> dict[str, object]:
 
 
 def test_metrics_and_feedback_across_workers(tiny_model: Path, tiny_package: Path, tmp_path: Path) -> None:
-    # As `make serve` and the image run it: the compiled package, loaded before the fork.
+    # As `make serve` and the image run it: the ONNX graph, loaded before the fork.
     env = {"MODEL_PACKAGE": str(tiny_package)}
     with gunicorn(tmp_path, tiny_model, workers=2, extra_env=env) as server, ThreadPoolExecutor(4) as pool:
-        assert requests.get(f"{server.url}/ready", timeout=10).json()["engine"] == "aotinductor"
+        assert requests.get(f"{server.url}/ready", timeout=10).json()["engine"] == "onnxruntime"
         # Set in the master before the fork, published again by each worker: it read 0 before.
         assert [metric_sum(server.url, "model_ready") for _ in range(4)] == [1.0] * 4
         # One series, the card's figure, not one per process (tiny_model's card says 0.5).

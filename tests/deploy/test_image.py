@@ -51,6 +51,10 @@ def test_the_image_serves_as_the_pod_runs_it_and_stops_gracefully(
         url = f"http://127.0.0.1:{port}"
         wait_ready(podman, name, url, timeout=120)
         ready_seconds = time.monotonic() - started
+        # The model runs in ONNX Runtime; the image has no PyTorch to fall back on.
+        assert requests.get(f"{url}/ready", timeout=5).json()["engine"] == "onnxruntime"
+        no_torch = podman("exec", name, "python", "-c", "import torch", check=False)
+        assert no_torch.returncode != 0 and "No module named 'torch'" in no_torch.stderr, no_torch.stderr
         code = smoke_main(["--url", url, "--source", str(real_photos), "--wait", "5"])
         assert code == 0
         health = podman("healthcheck", "run", name, check=False)

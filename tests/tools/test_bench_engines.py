@@ -10,9 +10,10 @@ import pytest
 import torch
 
 from ml.artifact import load_release, predict_outputs
+from ml.export import export_graph
 from ml.images import load_tensor
 from tests.conftest import jpeg_bytes
-from tools.bench_engines import export_onnx, onnxruntime_engine, openvino_engine, quantize_int8
+from tools.bench_engines import onnxruntime_engine, openvino_engine, quantize_int8
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +26,7 @@ def test_onnx_runtime_and_openvino_give_the_service_models_probabilities(
     tiny_model: Path, photos: list[np.ndarray], tmp_path: Path
 ) -> None:
     release = load_release(tiny_model)
-    graph = export_onnx(release, tmp_path / "model.onnx")
+    graph = export_graph(release, tmp_path / "model.onnx")
     with torch.inference_mode():
         expected = np.concatenate([predict_outputs(release, torch.from_numpy(x)).numpy() for x in photos])
     for run in (onnxruntime_engine(graph), openvino_engine(graph)):
@@ -37,7 +38,7 @@ def test_int8_quantization_makes_a_graph_both_engines_run(
     tiny_model: Path, photos: list[np.ndarray], tmp_path: Path
 ) -> None:
     release = load_release(tiny_model)
-    int8 = quantize_int8(export_onnx(release, tmp_path / "model.onnx"), tmp_path / "model.int8.onnx", photos)
+    int8 = quantize_int8(export_graph(release, tmp_path / "model.onnx"), tmp_path / "model.int8.onnx", photos)
     assert int8.stat().st_size < (tmp_path / "model.onnx").stat().st_size
     assert not (tmp_path / "model.int8.pre.onnx").exists()  # the intermediate graph is removed
     with torch.inference_mode():
