@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import statistics
 import time
 from pathlib import Path
 
@@ -37,18 +38,9 @@ def test_the_image_keeps_its_healthcheck_and_runs_as_a_non_root_user(podman: Pod
 def test_the_image_serves_as_the_pod_runs_it_and_stops_gracefully(
     podman: Podman, image: Image, real_photos: Path
 ) -> None:
-    port = free_port()
     name = f"pet-classifier-test-{os.getpid()}"
-    started = time.monotonic()
-    podman(
-        "run", "--detach", "--name", name,
-        "--read-only", "--tmpfs", "/tmp:rw,size=256m", "--user", "10001:10001", "--health-interval", "disable",
-        "--cap-drop", "ALL", "--security-opt", "no-new-privileges",
-        "--env", "FEEDBACK_SECRET=" + "s" * 40, "--publish", f"127.0.0.1:{port}:8000",
-        image.name,
-    )  # fmt: skip
+    url, started = run_as_the_pod(podman, image, name)
     try:
-        url = f"http://127.0.0.1:{port}"
         wait_ready(podman, name, url, timeout=120)
         ready_seconds = time.monotonic() - started
         # The model runs in ONNX Runtime; the image has no PyTorch to fall back on.
@@ -62,6 +54,7 @@ def test_the_image_serves_as_the_pod_runs_it_and_stops_gracefully(
         started_logs = podman("logs", name).stdout + podman("logs", name).stderr
         errors = [line for line in started_logs.splitlines() if '"level": "ERROR"' in line or "Traceback" in line]
         assert errors == [], errors
+        assert [line for line in started_logs.splitlines() if not line.startswith("{")] == []  # JSON lines only
         # As the kubelet stops it: SIGTERM, then the grace period (30 s) before SIGKILL.
         stop_start = time.monotonic()
         podman("stop", "--time", "30", name)
@@ -69,15 +62,43 @@ def test_the_image_serves_as_the_pod_runs_it_and_stops_gracefully(
         state = json.loads(podman("inspect", name).stdout)[0]["State"]
         assert state["ExitCode"] == 0, podman("logs", name).stdout[-3000:]
         assert stop_seconds < 30
+        restarts = [start_to_ready(podman, image, f"{name}-{i}") for i in range(4)]
         figures = {
             "build_seconds": round(image.build_seconds, 1),
             "image_bytes": json.loads(podman("image", "inspect", image.name).stdout)[0]["Size"],
             "start_to_ready_seconds": round(ready_seconds, 1),
+            "start_to_ready_rounds": [round(s, 2) for s in [ready_seconds, *restarts]],
+            "start_to_ready_median": round(statistics.median([ready_seconds, *restarts]), 2),
             "stop_seconds": round(stop_seconds, 1),
         }
         (ROOT / "build").mkdir(exist_ok=True)
         (ROOT / "build" / "image-test.json").write_text(json.dumps(figures))
         print("image figures:", json.dumps(figures))
+    finally:
+        podman("rm", "--force", "--time", "0", name, check=False)
+
+
+def run_as_the_pod(podman: Podman, image: Image, name: str) -> tuple[str, float]:
+    """Start the image as the pod runs it: read-only root, tmpfs /tmp, uid 10001, no
+    capabilities, published on a loopback port; its URL and when it was started."""
+    port = free_port()
+    started = time.monotonic()
+    podman(
+        "run", "--detach", "--name", name,
+        "--read-only", "--tmpfs", "/tmp:rw,size=256m", "--user", "10001:10001", "--health-interval", "disable",
+        "--cap-drop", "ALL", "--security-opt", "no-new-privileges",
+        "--env", "FEEDBACK_SECRET=" + "s" * 40, "--publish", f"127.0.0.1:{port}:8000",
+        image.name,
+    )  # fmt: skip
+    return f"http://127.0.0.1:{port}", started
+
+
+def start_to_ready(podman: Podman, image: Image, name: str) -> float:
+    """Seconds from `podman run` to /ready answering 200, in a container removed afterwards."""
+    url, started = run_as_the_pod(podman, image, name)
+    try:
+        wait_ready(podman, name, url, timeout=120)
+        return time.monotonic() - started
     finally:
         podman("rm", "--force", "--time", "0", name, check=False)
 
