@@ -223,6 +223,7 @@ THRESHOLDS: dict[str, tuple[str, list[tuple[float, str]]]] = {
     "Latency p99 by endpoint": ("PetClassifierLatencyP99Critical", [(2.0, "red")]),
     "Requests held by each pod's nginx (429 past 64)": ("PetClassifierProxyNearLimit", [(48, "orange"), (64, "red")]),
     "Low-confidence share (< 70%)": ("PetClassifierLowConfidenceShareHigh", [(0.15, "orange")]),
+    "Not a pet: share of predictions flagged (1 h)": ("PetClassifierNotAPetShareHigh", [(0.05, "orange")]),
 }
 DASHBOARDS = {
     "pet-api": ("Pet classifier — API", API),
