@@ -68,7 +68,7 @@ def fit(train: torch.Tensor, val: torch.Tensor, centroids: int, val_flag_rate: f
     from sklearn.cluster import KMeans  # training only: the serving image has no scikit-learn
 
     unit = F.normalize(train.float(), dim=1).numpy()
-    k = min(centroids, len(unit))
+    k = min(centroids, len(np.unique(unit, axis=0)))  # repeated photos make no more clusters
     kmeans = KMeans(n_clusters=k, n_init=1, random_state=seed).fit(unit)
     detector = NotAPetDetector(unit.shape[1], k)
     detector.centroids.copy_(F.normalize(torch.from_numpy(kmeans.cluster_centers_).float(), dim=1))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import warnings
 from pathlib import Path
 
 import pytest
@@ -46,6 +47,16 @@ def test_the_distance_is_scale_free_and_fewer_photos_than_centroids_still_fit() 
     assert detector(x).item() == pytest.approx(0.0, abs=1e-6)
     assert detector(x * 1000).item() == pytest.approx(0.0, abs=1e-6)
     assert detector(torch.eye(16)[2:3]).item() == pytest.approx(1.0)
+
+
+def test_duplicate_photos_make_no_more_centroids_than_distinct_embeddings() -> None:
+    # Tiny or synthetic sets repeat embeddings; k-means warned once per training that it found
+    # fewer clusters than asked for. The detector asks for no more than there are.
+    train = clusters(3, 0).repeat(10, 1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fitted = fit(train, clusters(20, 1), centroids=8, val_flag_rate=0.1, seed=0)
+    assert fitted.detector.centroids.shape[0] == 3
 
 
 def test_a_release_without_a_detector_says_it_cannot_tell(tiny_model: Path) -> None:
