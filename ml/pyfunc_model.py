@@ -10,7 +10,7 @@ does (ml.images, ml.artifact), from the release files it carries as its ``releas
 
 This file is the model's code (MLflow "models from code": nothing is pickled), logged with
 each registered version by ml/registry.py. The service keeps its own loader, checks and
-compiled engine; this is for everyone else's tools.
+engine (the ONNX graph in ONNX Runtime); this is for everyone else's tools.
 """
 
 from __future__ import annotations
