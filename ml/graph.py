@@ -17,6 +17,7 @@ import json
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -55,20 +56,26 @@ def probe_image(size: int) -> np.ndarray:
     return np.random.default_rng(0).integers(0, 256, (1, 3, size, size), dtype=np.uint8)
 
 
-def load_graph(path: Path, card: ModelCard, threads: int) -> Forward:
-    """The checked forward pass of the graph at ``path``; GraphError says why not."""
+def open_session(path: Path, threads: int) -> Any:
+    """An ONNX Runtime session as the service runs one: the CPU, ``threads`` intra-op threads,
+    sequential, every graph optimisation, errors only in its log."""
     import onnxruntime as ort  # here, not above: the training tools import this module too
 
-    if not path.is_file():
-        raise GraphError(f"no ONNX graph at {path}")
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3  # errors only: its warnings go to stderr, outside the JSON logs
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def load_graph(path: Path, card: ModelCard, threads: int) -> Forward:
+    """The checked forward pass of the graph at ``path``; GraphError says why not."""
+    if not path.is_file():
+        raise GraphError(f"no ONNX graph at {path}")
     try:
-        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        session = open_session(path, threads)
         metadata = dict(session.get_modelmeta().custom_metadata_map)
     except Exception as exc:  # a truncated or foreign file: any loader error means "not usable"
         raise GraphError(f"{path} is not a loadable ONNX graph: {exc}") from None

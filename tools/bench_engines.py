@@ -33,7 +33,7 @@ from ml.artifact import ReleaseModel, load_release, predict_outputs
 from ml.config import load_params
 from ml.data import MANIFEST, DataError, read_manifest, select
 from ml.export import export_graph
-from ml.graph import load_graph
+from ml.graph import INPUT, load_graph, open_session
 from ml.images import ImageError, load_tensor
 from tools import ROOT
 
@@ -74,13 +74,9 @@ def quantize_int8(fp32: Path, out: Path, calibration: list[np.ndarray]) -> Path:
 
 
 def onnxruntime_engine(path: Path) -> Run:
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = options.inter_op_num_threads = 1
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    return lambda x: session.run(None, {"image": x})[0]
+    """Any graph (the int8 one has no probe to check) in a session set up as the service's."""
+    session = open_session(path, threads=1)
+    return lambda x: session.run(None, {INPUT: x})[0]
 
 
 def openvino_engine(path: Path) -> Run:

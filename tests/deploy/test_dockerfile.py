@@ -128,8 +128,9 @@ def copied_ml_modules(stage: str) -> set[str]:
     return {Path(p).stem for p in lines[0].split()[:-1]}
 
 
-def imported_ml_modules(code: str, tmp_path: Path, **env: str) -> set[str]:
-    run = "import sys; sys.modules['torch'] = None\n" + code  # as in the image: `import torch` fails
+def imported_ml_modules(code: str, tmp_path: Path, without_torch: bool = True, **env: str) -> set[str]:
+    block = "import sys; sys.modules['torch'] = None\n"  # as in the image: `import torch` fails
+    run = (block if without_torch else "import sys\n") + code
     out = subprocess.run(
         [sys.executable, "-c", run + "; print(sorted(m[3:] for m in sys.modules if m.startswith('ml.')))"],
         cwd=ROOT, capture_output=True, text=True, timeout=120,
@@ -149,11 +150,7 @@ def test_the_image_gets_exactly_the_model_code_the_service_imports(tmp_path: Pat
 
 
 def test_the_export_stage_gets_exactly_the_model_code_the_export_imports(tmp_path: Path) -> None:
-    code = "import sys, ml.export; print(sorted(m[3:] for m in sys.modules if m.startswith('ml.')))"
-    out = subprocess.run(
-        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True, timeout=120
-    ).stdout
-    imported = set(json.loads(out.strip().splitlines()[-1].replace("'", '"'))) | {"__init__"}
+    imported = imported_ml_modules("import ml.export", tmp_path, without_torch=False)
     assert copied_ml_modules("export") == imported
 
 
